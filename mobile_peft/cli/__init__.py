@@ -1,0 +1,37 @@
+"""The ``mobile-peft`` command: one entry point, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import MobilePeftError
+from . import build, demo, finetune
+from ._ui import err_console
+
+COMMANDS = (build, finetune, demo)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobile-peft", description="On-device fine-tuning of mobile vision-language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log progress from the library (INFO).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except MobilePeftError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
