@@ -11,6 +11,7 @@ from ..errors import MobilePeftError
 from . import build, demo, finetune
 from ._ui import err_console
 
+# One module per subcommand, each with add_parser(sub) and run(args).
 COMMANDS = (build, finetune, demo)
 
 
