@@ -37,7 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, MobilePeftError
 from ._config import ModuleRanks
 from .apply import apply_adapters, remove_adapters
