@@ -7,29 +7,52 @@ frozen backbone, schedule their ranks, train in eager PyTorch, and export traina
 >>> from mobile_peft import LoraConfig, apply_adapters, build_model
 >>> model, tokenizer = build_model("tiny", quant="int8")
 >>> paths = apply_adapters(model, LoraConfig(r=8, target_modules=model.config.default_targets))
+
+The names below are imported lazily (PEP 562): ``import mobile_peft.runtime`` must not pull in
+the authoring layer, because the runtime is the reference of what a phone does without it.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .adapters import (
-    ADAPTERS,
-    HydraConfig,
-    LoraConfig,
-    adapter_layers,
-    adapter_parameters,
-    apply_adapters,
-    load_adapter,
-    save_adapter,
-)
-from .allocators import RankSchedule
-from .data import InputSpec, VQADataset, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, MissingExtraError, MobilePeftError
-from .models import PRESETS, MobileVLM, MobileVLMConfig, build_model, load_model, save_model
-from .quant import QuantLinear, backbone_bytes, quantize_model
-from .train import TrainConfig, evaluate, train
+
+_LAZY = {
+    "ADAPTERS": "adapters",
+    "HydraConfig": "adapters",
+    "LoraConfig": "adapters",
+    "adapter_layers": "adapters",
+    "adapter_parameters": "adapters",
+    "apply_adapters": "adapters",
+    "load_adapter": "adapters",
+    "save_adapter": "adapters",
+    "RankSchedule": "allocators",
+    "InputSpec": "data",
+    "VQADataset": "data",
+    "load_dataset": "data",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "MissingExtraError": "errors",
+    "MobilePeftError": "errors",
+    "PRESETS": "models",
+    "MobileVLM": "models",
+    "MobileVLMConfig": "models",
+    "build_model": "models",
+    "load_model": "models",
+    "save_model": "models",
+    "QuantLinear": "quant",
+    "backbone_bytes": "quant",
+    "quantize_model": "quant",
+    "TrainConfig": "train",
+    "evaluate": "train",
+    "train": "train",
+}
 
 __all__ = [
     "ADAPTERS",
-    "PRESETS",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -40,6 +63,7 @@ __all__ = [
     "MobilePeftError",
     "MobileVLM",
     "MobileVLMConfig",
+    "PRESETS",
     "QuantLinear",
     "RankSchedule",
     "TrainConfig",
@@ -59,3 +83,36 @@ __all__ = [
     "save_model",
     "train",
 ]
+# (checked against _LAZY by tests/test_packaging.py)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mobile_peft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
+    from .adapters import (
+        ADAPTERS,
+        HydraConfig,
+        LoraConfig,
+        adapter_layers,
+        adapter_parameters,
+        apply_adapters,
+        load_adapter,
+        save_adapter,
+    )
+    from .allocators import RankSchedule
+    from .data import InputSpec, VQADataset, load_dataset
+    from .errors import CheckpointError, ConfigError, DataError, MissingExtraError, MobilePeftError
+    from .models import PRESETS, MobileVLM, MobileVLMConfig, build_model, load_model, save_model
+    from .quant import QuantLinear, backbone_bytes, quantize_model
+    from .train import TrainConfig, evaluate, train

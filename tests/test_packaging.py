@@ -29,3 +29,12 @@ def test_one_namespace():
 
     assert Path(mobile_peft.export.__file__).parent == ROOT / "export"
     assert Path(mobile_peft.runtime.__file__).parent == ROOT / "runtime"
+
+
+def test_public_api_is_lazy_and_complete():
+    import mobile_peft
+
+    assert mobile_peft.__all__ == sorted(mobile_peft.__all__)
+    assert set(mobile_peft.__all__) == set(mobile_peft._LAZY) | {"__version__"}
+    for name in mobile_peft.__all__:
+        assert getattr(mobile_peft, name) is not None

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import MobilePeftError
-from . import build, demo, finetune
+from . import bench, build, demo, eval, export, finetune, inspect, plan, profile, train
 from ._ui import err_console
 
 # One module per subcommand, each with add_parser(sub) and run(args).
-COMMANDS = (build, finetune, demo)
+COMMANDS = (build, finetune, demo, export, inspect, train, eval, profile, plan, bench)
 
 
 def make_parser() -> argparse.ArgumentParser:

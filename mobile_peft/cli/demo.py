@@ -4,7 +4,10 @@
 2. measure what quantising the frozen backbone costs (eval loss fp32 vs int8 vs int4);
 3. freeze + quantise the base (int8), add adapters, fine-tune on a second task (``next-digit``,
    a new label mapping) and report accuracy before/after, trainable parameters, backbone bytes;
-4. save the base, the adapter and a loss-curve PNG under ``--out``.
+4. save the base, the adapter and a loss-curve PNG under ``--out``;
+5. export the fine-tuned model as ExecuTorch (``pte``) and ONNX Runtime (``onnx``) training
+   bundles, then train the ``pte`` bundle on a third task (``parity``) the way a phone does
+   (``mobile_peft.runtime``: no authoring layer, no autograd) and profile it against phones.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..models import build_model, save_model
 from ..quant import QUANT_MODES, quantize_model
 from ..train import TrainConfig, evaluate, train
 from ..train.job import finetune, frozen_bytes, make_adapter_config, make_datasets
-from ._ui import StepProgress, console, human_bytes, print_json, table
+from ._ui import StepProgress, console, err_console, human_bytes, print_json, table
 from .plots import plot_losses
 
 
@@ -37,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quant", choices=[m for m in QUANT_MODES if m != "none"], default="int8")
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--steps", type=int, default=150, help="Adapter fine-tuning steps.")
+    p.add_argument("--device-task", default="parity", help="Digits task the exported bundle learns on device.")
+    p.add_argument("--device-steps", type=int, default=30, help="On-device training steps of the exported bundle.")
+    p.add_argument("--skip-export", action="store_true", help="Stop after eager fine-tuning (no bundles, no on-device run).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     p.set_defaults(run=run)
@@ -80,6 +86,21 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         title="mobile-peft demo: tiny preset on handwritten digits",
     )
     fp32 = next(r for r in quality if r["quant"] == "none")
+    on_device: dict[str, Any] = {}
+    if not args.skip_export:
+        from mobile_peft.export import export_demo_bundles
+        from mobile_peft.runtime import runtime_demo
+
+        with err_console.status("exporting pte and onnx training bundles"):
+            bundles = export_demo_bundles(model, tokenizer, out / "bundles")
+        on_device["bundles"] = bundles
+        pte = bundles.get("pte", {})
+        if "path" in pte:
+            with err_console.status(f"training the pte bundle on device-style ({args.device_steps} steps) and profiling it"):
+                on_device["runtime"] = runtime_demo(
+                    pte["path"], out / "on_device", steps=args.device_steps, data=f"digits:{args.device_task}",
+                    devices=("host", "galaxy-a14", "iphone-12", "pixel-7"),
+                )
     summary = {
         "base_task": args.base_task,
         "base_accuracy": fp32["accuracy"],
@@ -92,6 +113,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         "quantisation_quality": quality,
         "loss_curve": str(plot),
         "adapter_dir": str(out / "adapter"),
+        **on_device,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -127,8 +149,50 @@ def run(args: argparse.Namespace) -> int:
                 ("accuracy after", summary["accuracy_after"]),
                 ("fine-tuning time", f"{summary['train_seconds']} s for {summary['steps']} steps"),
                 ("loss curve", summary["loss_curve"]),
-                ("total wall time", f"{summary['wall_seconds']} s"),
             ],
         )
     )
+    _print_on_device(summary)
+    console.print(f"total wall time: {summary['wall_seconds']} s")
     return 0
+
+
+def _print_on_device(summary: dict[str, Any]) -> None:
+    bundles = summary.get("bundles")
+    if not bundles:
+        return
+    console.print(
+        table(
+            "trainable bundles",
+            ["format", "size", "export time", "path"],
+            [(fmt, human_bytes(b["bytes"]), f"{b['seconds']} s", b["path"]) if "path" in b else (fmt, "skipped", "", b["skipped"]) for fmt, b in bundles.items()],
+        )
+    )
+    runtime = summary.get("runtime")
+    if not runtime:
+        return
+    losses = runtime["losses"]
+    console.print(
+        table(
+            f"on-device training of the pte bundle ({len(losses)} steps, mobile_peft.runtime)",
+            ["", "value"],
+            [
+                ("loss first -> last", f"{losses[0]:.4f} -> {losses[-1]:.4f}"),
+                ("accuracy before", runtime["accuracy_before"]),
+                ("accuracy after", runtime["accuracy_after"]),
+                ("personal adapter", runtime["adapter_dir"]),
+            ],
+        )
+    )
+    console.print(
+        table(
+            "memory profile (measured peak RSS growth of training steps vs the device's app budget)",
+            ["device", "app budget", "peak growth", "planned", "step", "fits", "max batch"],
+            [
+                (r["device"], human_bytes(r["budget_bytes"]), human_bytes(r["peak_growth_bytes"]),
+                 human_bytes(r["planned_total_bytes"]) if r["planned_total_bytes"] else "-", f"{r['step_ms']} ms ({r['threads']} thr)",
+                 "yes" if r["fits"] else "NO", r["max_batch_size"])
+                for r in runtime["profile_table"]
+            ],
+        )
+    )

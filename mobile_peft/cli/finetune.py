@@ -34,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="Evaluate on at most this many examples.")
     p.add_argument("--out", type=Path, default=None, help="Where to write the adapter (or the full model with --full).")
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    p.add_argument("--allocator", default=None, help="Rank allocator (uniform, hydra-rank, ard): ranks change during training.")
+    p.add_argument("--schedule", type=Path, default=None, help="With --allocator: a schedule from `mobile-peft plan` (skips planning).")
+    p.add_argument("--budget-params", type=int, default=None, help="With --allocator: trainable-parameter budget (default: uniform --rank).")
+    p.add_argument("--r-max", type=int, default=None, help="With --allocator: adapters' maximum rank (default 4 x --rank).")
     p.set_defaults(run=run)
 
 
@@ -41,6 +45,16 @@ def _targets(text: str | None) -> str | list[str] | None:
     if text is None or not text.strip():
         return None
     return [t.strip() for t in text.split(",") if t.strip()] if "," in text else text
+
+
+def _start_allocation(model, args, targets, train_ds, eval_ds):
+    """--allocator: adapters at r_max (default 4 x --rank), budget = --budget-params or uniform --rank."""
+    from ..allocators import RankSchedule, get_allocator, start_allocation
+
+    config = make_adapter_config(args.adapter, args.r_max or 4 * args.rank, args.alpha, targets, _targets(args.exclude))
+    schedule = RankSchedule.load(args.schedule) if args.schedule else None
+    budget_rank = None if args.budget_params else args.rank
+    return start_allocation(model, get_allocator(args.allocator), config, train_ds, eval_ds, args.steps, args.budget_params, budget_rank, schedule)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,16 +67,35 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, full=args.full, seed=args.seed
     )
+    session = None
     with StepProgress("fine-tuning", args.steps, enabled=not args.json) as progress:
-        report = finetune(model, train_ds, eval_ds, config, adapter_config, callbacks=[progress])
+        if args.allocator and not args.full:
+            session, monitor = _start_allocation(model, args, adapter_config.target_modules, train_ds, eval_ds)
+            report = finetune(model, train_ds, eval_ds, config, None, callbacks=[progress, *session.callbacks, monitor], extra_loss=session.extra_loss)
+        else:
+            report = finetune(model, train_ds, eval_ds, config, adapter_config, callbacks=[progress])
     out = args.out or args.model_dir / ("full_finetune" if args.full else f"adapter_{args.adapter}")
     if args.full:
         save_model(model, tokenizer, out)
     else:
+        if session is not None:  # freeze (ARD), check the budget, log the re-allocations
+            from ..allocators import finish_allocation
+            from ..train import evaluate
+
+            schedule = finish_allocation(model, session, monitor)
+            for phase in schedule.phases[1:]:
+                console.print(f"{args.allocator}: re-allocated ranks at step {phase.start_step}")
+            report.after = evaluate(model, eval_ds)
+            out.mkdir(parents=True, exist_ok=True)
+            schedule.save(out / "rank_schedule.json")
         save_adapter(model, out)
     (out / "train_history.json").write_text(json.dumps({"losses": report.train.losses, **report.as_dict()}, indent=2) + "\n")
     plot_losses({"train loss": report.train.losses}, out / "loss_curve.png", title=f"fine-tuning on {args.data}")
     summary = {"out": str(out), "data": args.data, "adapter": "full" if args.full else args.adapter, **report.as_dict()}
+    if session is not None:  # trainable_params counts every adapter tensor up to r_max; this is the budget's count
+        from ..allocators import active_params
+
+        summary.update(allocator=args.allocator, active_params=active_params(model), reallocations=len(schedule.phases) - 1)
     if args.json:
         print_json(summary)
     else:

@@ -66,6 +66,7 @@ def finetune(
     config: TrainConfig,
     adapter_config: Any | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    extra_loss: nn.Module | None = None,
 ) -> FinetuneReport:
     """Add adapters (unless ``config.full`` or the model already carries some), measure eval
     accuracy, train, measure again."""
@@ -75,7 +76,7 @@ def finetune(
     if adapter_config is not None:
         adapted = apply_adapters(model, adapter_config)
     before = evaluate(model, eval_ds)
-    result = train(model, train_ds, config, callbacks=callbacks)
+    result = train(model, train_ds, config, callbacks=callbacks, extra_loss=extra_loss)
     after = evaluate(model, eval_ds)
     return FinetuneReport(before=before, after=after, train=result, backbone=frozen_bytes(model), adapted_modules=adapted)
 

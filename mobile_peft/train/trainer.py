@@ -109,8 +109,11 @@ def train(
     extra_loss: nn.Module | None = None,
 ) -> TrainResult:
     """Run ``config.steps`` optimiser steps; ``extra_loss(model)`` (e.g. a rank regulariser)
-    is added to the task loss when given."""
+    is added to the task loss when given, and its own trainable parameters (e.g. ARD-LoRA's
+    scaling factors) are optimised with the adapters."""
     params = select_trainable(model, config.full)
+    if extra_loss is not None:
+        params.update({f"extra_loss.{n}": p for n, p in extra_loss.named_parameters() if p.requires_grad})
     optimizer = make_optimizer(list(params.values()), config)
     model.train()
     losses: list[float] = []

@@ -80,10 +80,20 @@ def test_full_finetune_needs_float(model_dir, tmp_path, capsys):
 
 
 def test_demo_smoke(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--pretrain-steps", "3", "--steps", "2", "--json"])
+    code = main(["demo", "--out", str(tmp_path), "--pretrain-steps", "3", "--steps", "2", "--skip-export", "--json"])
     assert code == 0
     summary = _json_out(capsys)
     assert {"accuracy_before", "accuracy_after", "trainable_params", "backbone_total_bytes", "quantisation_quality"} <= set(summary)
     assert [r["quant"] for r in summary["quantisation_quality"]] == ["none", "int8", "int4"]
     assert (tmp_path / "loss_curve.png").stat().st_size > 1000
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_full_demo_exports_trains_on_device_and_profiles(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path), "--pretrain-steps", "20", "--steps", "5", "--device-steps", "4", "--json"])
+    assert code == 0
+    summary = _json_out(capsys)
+    assert {"pte", "onnx"} <= set(summary["bundles"])
+    runtime = summary["runtime"]
+    assert len(runtime["losses"]) == 4 and {r["device"] for r in runtime["profile_table"]} >= {"host", "galaxy-a14"}

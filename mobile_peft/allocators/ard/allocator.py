@@ -1,0 +1,232 @@
+"""``ard``: ARD-LoRA (Muhammad et al., 2025, "ARD-LoRA: Dynamic Rank Allocation for
+Parameter-Efficient Fine-Tuning of Foundation Models with Heterogeneous Adaptation Needs") --
+learnable per-slot scaling factors with soft rank masks.
+
+Every rank slot ``i`` (per module, since LoRA's low-rank branch has no heads; Hydra's two
+branches are two slots) has a learnable ``alpha_i in [0, 1]``; with ``r0 = r_max`` its soft rank
+mask is ``m_ij = clamp(r0 * alpha_i - j, 0, 1)`` for ``j = 0..r0-1``: ``floor(r0 alpha)`` ones,
+one fractional column, then exact zeros -- continuous and differentiable in ``alpha``.
+The objective is ``L_task + lambda1 * ||alpha||_1 + lambda2 * TV(alpha)`` where TV sums
+``|alpha_{l+1} - alpha_l|`` over adjacent layers of the same tower, module type and slot.
+
+Budget (our design; the paper does not publish one): a soft mask costs ``nonzero(m) *
+params_per_rank = ceil(r0 alpha) * params_per_rank``. After every optimiser step the alphas are
+rescaled by one shared factor ``c`` (bisection) so that this cost is within 1% of the budget;
+the L1 term (a constant pull on every alpha) then shifts rank from weak to strong slots rather
+than shrinking the total. Frozen for export: ``r_i = max(1, round(r0 * c * alpha_i))``, with
+``c`` chosen again so the hard ranks fit the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...adapters.base import adapter_layers
+from ...errors import ConfigError
+from ...train.trainer import TrainConfig, train
+from .._modules import module_place, split_unit, unit_key
+from ..base import Allocator, DynamicSession, adapter_kind, ranks_by_module, schedule_from_ranks
+from ..registry import ALLOCATORS
+from ..schedule import BUDGET_TOLERANCE, Phase, RankSchedule
+
+__all__ = ["ARDConfig", "ARDLoraAllocator", "ARDMasks", "soft_mask", "tv_pairs"]
+
+logger = logging.getLogger(__name__)
+_EPS = 1e-4
+
+
+@dataclass
+class ARDConfig:
+    lambda1: float = field(default=1e-3, metadata={"help": "Weight of the L1 sparsity term on alpha."})
+    lambda2: float = field(default=1e-3, metadata={"help": "Weight of the total variation of alpha across adjacent layers."})
+    plan_steps: int = field(default=30, metadata={"help": "Training steps `plan` runs to learn alpha."})
+    plan_batch_size: int = field(default=16, metadata={"help": "Batch size of the planning run."})
+    lr: float = field(default=3e-3, metadata={"help": "Learning rate of the planning run."})
+    alpha_scale: float = field(default=10.0, metadata={"help": "alpha = alpha_scale * raw parameter (a faster alpha lr)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the planning run."})
+
+    def __post_init__(self) -> None:
+        for name in ("lambda1", "lambda2"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}; expected >= 0.")
+        if self.plan_steps < 1 or self.alpha_scale <= 0:
+            raise ConfigError(f"plan_steps={self.plan_steps}, alpha_scale={self.alpha_scale}: need >= 1 and > 0.")
+
+
+def soft_mask(alpha: torch.Tensor, r0: int) -> torch.Tensor:
+    """Forward: ``clamp(r0 * alpha - j, 0, 1)`` for ``j = 0..r0-1`` (``alpha`` a 0-d tensor), values
+    below EPS cut to exact zeros so that "nonzero" (the budget count) is robust to float rounding:
+    the slot holds ``k = ceil(r0 * alpha - EPS)`` ranks.
+
+    Backward (straight-through): ``d m_j / d alpha = r0`` on the last active and the first inactive
+    column (``j = k-1, k``), zero elsewhere. The plain clamp has no gradient once the budget
+    projection puts ``r0 * alpha`` on an integer (every column saturated or cut), which froze alpha
+    in our first benchmark run; the boundary columns are exactly the ones a rank change moves."""
+    j = torch.arange(r0, dtype=alpha.dtype, device=alpha.device)
+    x = r0 * alpha - j
+    hard = x.detach().clamp(0.0, 1.0)
+    hard = hard * (hard > _EPS)
+    k = int(torch.count_nonzero(hard))
+    window = ((j == k - 1) | (j == k)).to(alpha.dtype)
+    return hard + (x - x.detach()) * window
+
+
+def tv_pairs(units: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of units in adjacent layers of the same tower, module type and slot."""
+    by_key: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+    for i, u in enumerate(units):
+        module, slot = split_unit(u)
+        place = module_place(module)
+        by_key.setdefault((place.tower, place.kind, slot), []).append((place.layer, i))
+    pairs = []
+    for members in by_key.values():
+        members.sort()
+        pairs += [(a, b) for (la, a), (lb, b) in zip(members, members[1:]) if lb == la + 1]
+    return pairs
+
+
+class ARDMasks(nn.Module):
+    """The learnable alphas and the regulariser. Used as the trainer's ``extra_loss``: calling it
+    returns ``lambda1 * ||alpha||_1 + lambda2 * TV(alpha)``; its forward pre-hooks on the adapter
+    layers write the differentiable soft masks into the layers' rank-mask slots."""
+
+    def __init__(self, model: nn.Module, config: ARDConfig, init_ranks: dict[str, int], budget: int) -> None:
+        super().__init__()
+        self.config = config
+        self.budget = budget
+        layers = adapter_layers(model)
+        self.units = sorted(init_ranks)
+        slots = {u: layers[split_unit(u)[0]].rank_slots()[split_unit(u)[1]] for u in self.units}
+        self.r0 = [slots[u].r_max for u in self.units]
+        self.cost = [slots[u].params_per_rank for u in self.units]
+        init = torch.tensor([init_ranks[u] / r0 for u, r0 in zip(self.units, self.r0)], dtype=torch.float32)
+        self.raw = nn.Parameter(init / config.alpha_scale)
+        self.pairs = tv_pairs(self.units)
+        self.__dict__["_layers"] = layers  # not submodules: only the alphas are this module's parameters
+        self._hooks: list[Any] = []
+        by_layer: dict[str, list[int]] = {}
+        for i, u in enumerate(self.units):
+            by_layer.setdefault(split_unit(u)[0], []).append(i)
+        for path, idx in by_layer.items():
+            self._hooks.append(layers[path].register_forward_pre_hook(self._make_hook(idx)))
+        self.project()
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.raw * self.config.alpha_scale
+
+    def regulariser(self, alpha: torch.Tensor) -> torch.Tensor:
+        l1 = alpha.abs().sum()
+        tv = sum((alpha[a] - alpha[b]).abs() for a, b in self.pairs) if self.pairs else alpha.new_zeros(())
+        return self.config.lambda1 * l1 + self.config.lambda2 * tv
+
+    def forward(self, model: nn.Module | None = None) -> torch.Tensor:
+        return self.regulariser(self.alpha)
+
+    def _make_hook(self, idx: list[int]):
+        def hook(layer: nn.Module, args: Any) -> None:
+            alpha = self.alpha
+            for i in idx:
+                slot = split_unit(self.units[i])[1]
+                mask = soft_mask(alpha[i], self.r0[i])
+                layer._buffers[f"{slot}_rank_mask"] = mask if torch.is_grad_enabled() else mask.detach()
+
+        return hook
+
+    # -- budget -----------------------------------------------------------------------------------
+    def hard_cost(self, alpha: torch.Tensor, frozen: bool = False) -> int:
+        total = 0
+        for a, r0, ppr in zip(alpha.tolist(), self.r0, self.cost):
+            x = min(max(r0 * a, 0.0), r0)
+            r = max(1, round(x)) if frozen else math.ceil(x - _EPS)
+            total += min(r, r0) * ppr
+        return total
+
+    def _fit_scale(self, alpha: torch.Tensor, frozen: bool) -> float:
+        """Largest shared factor ``c`` with cost(c * alpha) <= budget (+1%), by bisection."""
+        limit = self.budget * (1 + BUDGET_TOLERANCE)
+        lo, hi = 0.0, 1.0
+        while self.hard_cost(alpha * hi, frozen) <= limit and hi < 1e6:
+            lo, hi = hi, hi * 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.hard_cost(alpha * mid, frozen) <= limit else (lo, mid)
+        return lo
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Clamp alpha to [0, 1], rescale it to spend the budget, write the (detached) masks."""
+        alpha = self.alpha.clamp(1e-4, 1.0)
+        alpha = (alpha * self._fit_scale(alpha, frozen=False)).clamp(0.0, 1.0)
+        self.raw.copy_(alpha / self.config.alpha_scale)
+        for i, u in enumerate(self.units):
+            module, slot = split_unit(u)
+            # a fresh tensor: the hook's buffer is a node of the last step's (used) graph
+            self._layers[module]._buffers[f"{slot}_rank_mask"] = soft_mask(alpha[i], self.r0[i]).clone()
+
+    def on_step_end(self, step: int, loss: float, model: nn.Module) -> None:
+        self.project()
+
+    @torch.no_grad()
+    def frozen_ranks(self) -> dict[str, int]:
+        alpha = self.alpha.clamp(1e-4, 1.0)
+        alpha = alpha * self._fit_scale(alpha, frozen=True)
+        return {u: min(r0, max(1, round(min(max(r0 * a, 0.0), r0)))) for u, a, r0 in zip(self.units, alpha.tolist(), self.r0)}
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+class _ARDSession(DynamicSession):
+    def __init__(self, schedule: RankSchedule, masks: ARDMasks, model: nn.Module, total_steps: int) -> None:
+        super().__init__(schedule=schedule, callbacks=[masks], extra_loss=masks)
+        self.masks = masks
+        self.total_steps = total_steps
+
+    def finish(self, model: nn.Module) -> RankSchedule:
+        """Freeze: hard ranks ``max(1, round(r0 * alpha))`` (budget-fitted), hooks removed."""
+        ranks = ranks_by_module(self.masks.frozen_ranks())
+        self.masks.remove()
+        for module, layer in adapter_layers(model).items():
+            for slot in layer.rank_slots():
+                layer.set_rank(slot, ranks.get(module, {}).get(slot, 0))
+        frozen = schedule_from_ranks(model, "ard", self.schedule.adapter, self.schedule.budget_params, ranks)
+        self.schedule = frozen
+        return frozen
+
+
+@ALLOCATORS.register("ard")
+class ARDLoraAllocator(Allocator):
+    name = "ard"
+
+    def __init__(self, **options: Any) -> None:
+        self.config = ARDConfig(**options)
+
+    def plan(self, model: nn.Module, train_ds: Any, eval_ds: Any, budget: int) -> RankSchedule:
+        """Learn alpha in a short run on a copy of the model and freeze it."""
+        from ..uniform import UniformAllocator
+
+        work = copy.deepcopy(model)
+        start = UniformAllocator().plan(work, train_ds, eval_ds, budget)
+        session = self.session(work, start, self.config.plan_steps)
+        cfg = TrainConfig(steps=self.config.plan_steps, batch_size=self.config.plan_batch_size, lr=self.config.lr, seed=self.config.seed)
+        train(work, train_ds, cfg, callbacks=session.callbacks, extra_loss=session.extra_loss)
+        frozen = session.finish(work)
+        return schedule_from_ranks(model, self.name, adapter_kind(model), budget, frozen.phases[0].ranks)
+
+    def session(self, model: nn.Module, schedule: RankSchedule, total_steps: int) -> DynamicSession:
+        schedule.check_model(model)
+        ranks = schedule.phases[0].ranks
+        init = {unit_key(m, s): r for m, slots in ranks.items() for s, r in slots.items() if schedule.modules[m][s]["r_max"] > 0}
+        masks = ARDMasks(model, self.config, init, schedule.budget_params)
+        start = RankSchedule("ard", schedule.adapter, schedule.budget_params, schedule.modules, [Phase(0, ranks)])
+        return _ARDSession(start, masks, model, total_steps)

@@ -1,0 +1,251 @@
+"""HyDRA's lightweight performance model and its budgeted search -- numpy and stdlib only.
+
+This file imports nothing from torch or from the rest of the SDK, so that a phone (or any
+process without autograd) can load it alone, read the fitted model from the bundle's rank
+schedule (``RankSchedule.performance_model``, a dict of a few dozen numbers) and re-allocate
+ranks from its own gradient statistics with :func:`propose_allocation`.
+
+Model ("sensitivity-weighted log-rank utility", ours; the HyDRA paper does not publish one).
+An *allocation unit* ``i`` is one rank slot of one adapted module (``"path::slot"``). With
+``r_i`` its rank, ``s_i`` its gradient signal (RMS gradient of its active rank columns, a
+Fisher-style sensitivity) normalised to mean 1 over all units, and ``d_i`` its relative depth
+in its tower (-0.5 first layer .. +0.5 last), the features of a configuration are, per group
+``g`` (tower x block: vision attn/mlp, projector, language attn/mlp)::
+
+    phi_g = sum_{i in g} s_i * log(1 + r_i) / Z          Z = sum_i s_i * log(1 + r_max_i)
+    phi_depth = sum_i s_i * d_i * log(1 + r_i) / Z
+
+and the predicted validation loss is ``b + w . phi``. Fitting (ridge with a prior): a single
+shared slope ``a`` is fitted first (``y ~ b + a * sum_g phi_g``: every group equally useful), then
+ridge-regularised per-feature corrections ``w = a + delta`` (``||delta||^2`` penalised), so a few
+probe runs can only move the model away from "rank goes where the gradients are" as far as the
+data supports. Each unit's marginal utility of one more rank is then
+``u_i * (log(2 + r) - log(1 + r))`` with ``u_i = -(w_g(i) + w_depth * d_i) * s_i`` (a loss
+decrease), and the allocation maximises the summed utility under the budget greedily (utility
+per parameter; concave gains make greedy optimal up to one rank).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "GROUPS",
+    "FEATURES",
+    "features",
+    "fit_performance_model",
+    "greedy_fill",
+    "predict_loss",
+    "propose_allocation",
+    "spearman",
+    "unit_group",
+]
+
+MODEL_KIND = "hydra-rank/logrank-ridge"
+MODEL_VERSION = 1
+GROUPS = ("vision.attn", "vision.mlp", "projector.proj", "language.attn", "language.mlp")
+FEATURES = (*GROUPS, "depth")
+TOLERANCE = 0.01  # the budget tolerance of every allocator (schedule.BUDGET_TOLERANCE)
+
+_LAYER = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
+_MLP = ("mlp", "fc1", "fc2", "gate_proj", "up_proj", "down_proj")
+
+# A unit's description: r_max, params per rank, and where it sits.
+Unit = Mapping[str, Any]  # {"r_max": int, "params_per_rank": int}
+
+
+def unit_group(unit: str) -> tuple[str, int]:
+    """``("language.mlp", 3)``: the group and layer index of unit ``"path::slot"``."""
+    path = unit.split("::", 1)[0]
+    if "vision" in path:
+        tower = "vision"
+    elif "projector" in path:
+        return "projector.proj", 0
+    else:
+        tower = "language"
+    match = _LAYER.search(path)
+    layer = int(match.group(1)) if match else 0
+    kind = path[match.end():] if match else path
+    return f"{tower}.{'mlp' if any(n in kind for n in _MLP) else 'attn'}", layer
+
+
+def _layout(units: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """Group index and relative depth (-0.5..0.5 within the tower) of each unit."""
+    places = [unit_group(u) for u in units]
+    deepest: dict[str, int] = {}
+    for group, layer in places:
+        tower = group.split(".")[0]
+        deepest[tower] = max(deepest.get(tower, 0), layer)
+    groups = [GROUPS.index(g) for g, _ in places]
+    depth = np.array(
+        [(layer / deepest[g.split(".")[0]] - 0.5) if deepest[g.split(".")[0]] else 0.0 for g, layer in places]
+    )
+    return groups, depth
+
+
+def _normalised(signals: Mapping[str, float], units: Sequence[str]) -> np.ndarray:
+    s = np.array([max(float(signals.get(u, 0.0)), 0.0) for u in units])
+    mean = s.mean() if s.size and s.mean() > 0 else 1.0
+    return s / mean + 1e-3  # a floor: a unit never has exactly zero worth
+
+
+def features(ranks: Mapping[str, int], signals: Mapping[str, float], units: Mapping[str, Unit]) -> np.ndarray:
+    """The feature vector (order: :data:`FEATURES`) of one rank configuration."""
+    names = sorted(units)
+    groups, depth = _layout(names)
+    s = _normalised(signals, names)
+    r = np.array([ranks.get(u, 0) for u in names], dtype=float)
+    r_max = np.array([units[u]["r_max"] for u in names], dtype=float)
+    z = float((s * np.log1p(r_max)).sum()) or 1.0
+    contrib = s * np.log1p(r) / z
+    phi = np.zeros(len(FEATURES))
+    np.add.at(phi, groups, contrib)
+    phi[-1] = float((contrib * depth).sum())
+    return phi
+
+
+def fit_performance_model(
+    configs: Sequence[Mapping[str, int]],
+    losses: Sequence[float],
+    signals: Mapping[str, float],
+    units: Mapping[str, Unit],
+    ridge: float = 1.0,
+) -> dict[str, Any]:
+    """Fit the model on probe runs: ``configs[j]`` (unit -> rank) reached validation loss
+    ``losses[j]``. Returns the serialisable model (JSON-safe dict)."""
+    core = _fit_core(configs, losses, signals, units, ridge)
+    y = np.asarray(losses, dtype=float)
+    model = {
+        "kind": MODEL_KIND,
+        "version": MODEL_VERSION,
+        "feature_names": list(FEATURES),
+        "weights": [round(float(v), 6) for v in core["weights"]],
+        "intercept": round(core["intercept"], 6),
+        "prior_slope": round(core["prior_slope"], 6),
+        "ridge": ridge,
+        "signal": "rms_grad_per_rank",
+    }
+    pred = np.array([predict_loss(model, c, signals, units) for c in configs])
+    model["fit"] = {
+        "probes": len(configs),
+        "spearman_in_sample": round(spearman(pred, y), 4),
+        "spearman_loo": round(_loo_spearman(configs, y, signals, units, ridge), 4),
+    }
+    return model
+
+
+def _loo_spearman(configs, y, signals, units, ridge) -> float:
+    if len(configs) < 4:
+        return float("nan")
+    preds = []
+    for j in range(len(configs)):
+        rest = [c for k, c in enumerate(configs) if k != j]
+        m = _fit_core(rest, np.delete(y, j), signals, units, ridge)
+        preds.append(predict_loss(m, configs[j], signals, units))
+    return spearman(np.array(preds), y)
+
+
+def _fit_core(configs, losses, signals, units, ridge) -> dict[str, Any]:
+    """The fit itself (see the module docstring): shared slope ``a``, then ridge corrections."""
+    x = np.stack([features(c, signals, units) for c in configs])
+    y = np.asarray(losses, dtype=float)
+    total = x[:, : len(GROUPS)].sum(axis=1)
+    tc, yc = total - total.mean(), y - y.mean()
+    a = min(float((tc @ yc) / (tc @ tc)) if tc @ tc > 1e-12 else 0.0, 0.0)
+    prior = np.array([a] * len(GROUPS) + [0.0])
+    xc = x - x.mean(axis=0)
+    lam = ridge * (np.trace(xc.T @ xc) / x.shape[1] + 1e-12)
+    w = prior + np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (yc - xc @ prior))
+    b = float(y.mean() - x.mean(axis=0) @ w)
+    return {"weights": [float(v) for v in w], "intercept": b, "prior_slope": a, "feature_names": list(FEATURES)}
+
+
+def predict_loss(model: Mapping[str, Any], ranks: Mapping[str, int], signals: Mapping[str, float], units: Mapping[str, Unit]) -> float:
+    if list(model["feature_names"]) != list(FEATURES):
+        raise ValueError(f"performance model features {model['feature_names']} differ from {list(FEATURES)}")
+    return float(model["intercept"] + np.dot(model["weights"], features(ranks, signals, units)))
+
+
+def unit_utilities(model: Mapping[str, Any], signals: Mapping[str, float], units: Mapping[str, Unit]) -> dict[str, float]:
+    """``u_i``: predicted loss decrease per unit of ``log(1 + r_i)`` (before the common 1/Z)."""
+    names = sorted(units)
+    groups, depth = _layout(names)
+    s = _normalised(signals, names)
+    w = np.asarray(model["weights"], dtype=float)
+    u = -(w[groups] + w[-1] * depth) * s
+    return dict(zip(names, u.tolist()))
+
+
+def greedy_fill(
+    gain: Mapping[str, Callable[[int], float]],
+    costs: Mapping[str, tuple[int, int]],
+    budget: int,
+    start: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """Repeatedly give one rank to the unit with the best ``gain[unit](r) / params_per_rank``
+    until nothing fits in ``budget`` (+1%) or the budget is reached. ``costs[unit] =
+    (r_max, params_per_rank)``."""
+    ranks = {u: int((start or {}).get(u, 0)) for u in costs}
+    used = sum(ranks[u] * costs[u][1] for u in costs)
+    while used < budget:
+        best, best_score = None, -math.inf
+        for u, (r_max, ppr) in costs.items():
+            if ranks[u] >= r_max or used + ppr > budget * (1 + TOLERANCE):
+                continue
+            score = float(gain[u](ranks[u])) / ppr
+            if score > best_score:
+                best, best_score = u, score
+        if best is None:
+            break
+        ranks[best] += 1
+        used += costs[best][1]
+    return ranks
+
+
+def propose_allocation(
+    signals: Mapping[str, float],
+    model: Mapping[str, Any],
+    units: Mapping[str, Unit],
+    budget: int,
+    min_rank: int = 1,
+) -> dict[str, int]:
+    """The allocation (unit -> rank) that maximises the model's predicted loss decrease within
+    ``budget`` parameters (±1%): every unit starts at ``min_rank`` (capped by its ``r_max``),
+    then ranks go greedily to the best utility per parameter.
+
+    ``signals``: unit -> gradient signal (any positive scale; normalised inside).
+    ``units``: unit -> ``{"r_max": int, "params_per_rank": int}``.
+    """
+    util = unit_utilities(model, signals, units)
+    costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
+    start = {u: min(min_rank, costs[u][0]) for u in units}
+    if sum(start[u] * costs[u][1] for u in units) > budget * (1 + TOLERANCE):
+        start = dict.fromkeys(units, 0)  # the budget cannot give every unit min_rank: start from zero
+    gain = {u: (lambda r, v=util[u]: v * (math.log(2 + r) - math.log(1 + r))) for u in units}
+    return greedy_fill(gain, costs, budget, start)
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); nan for fewer than 3 points."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 3:
+        return float("nan")
+
+    def rank(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # average ties
+            idx = v == value
+            r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = rank(a), rank(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((ra @ ra) * (rb @ rb)))
+    return float(ra @ rb / denom) if denom > 0 else float("nan")

@@ -1,0 +1,5 @@
+"""Fixed-rank LoRA: the baseline allocator."""
+
+from .allocator import UniformAllocator
+
+__all__ = ["UniformAllocator"]

@@ -1,0 +1,261 @@
+"""The rank-allocation benchmark: personalising a pre-trained ``tiny`` VLM on digits tasks.
+
+Protocol (fixed before any result was seen):
+
+* base: ``tiny`` pre-trained (full fine-tuning, seed 0) on ``digit-name``; cached on disk so every
+  method of every run starts from the very same weights;
+* downstream tasks: ``next-digit`` (a new label mapping), ``rotated`` (a shifted visual domain),
+  ``parity`` (a new question type), each with the shared stratified split of its seed;
+* methods at an equal trainable-parameter budget (that of uniform rank ``budget_rank`` on every
+  slot, adapters built with ``r_max``): ``uniform``, ``hydra-rank`` and ``ard`` on ``lora`` and on
+  ``hydra`` adapters, plus full fine-tuning;
+* same steps, batch size and seeds for all; one fixed learning rate per family (adapters
+  ``lr_adapter``, full fine-tuning ``lr_full``), never tuned per task;
+* wall time of a run = allocator planning (warm-up and probes included) + training; evaluation
+  (the whole eval split, exact-match accuracy) is not timed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..adapters import apply_adapters
+from ..allocators import active_params, get_allocator, resolve_budget, train_with_allocator
+from ..models import build_model, load_model, save_model
+from ..train import TrainConfig, evaluate, train
+from ..train.job import make_adapter_config, make_datasets
+
+__all__ = ["BenchConfig", "run_rank_bench", "smoke_config", "summarise"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    tasks: tuple[str, ...] = ("next-digit", "rotated", "parity")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    adapters: tuple[str, ...] = ("lora", "hydra")
+    allocators: tuple[str, ...] = ("uniform", "hydra-rank", "ard")
+    full: bool = True
+    base_task: str = "digit-name"
+    pretrain_steps: int = 300
+    pretrain_lr: float = 1e-3
+    steps: int = 40
+    batch_size: int = 32
+    lr_adapter: float = 3e-3
+    lr_full: float = 1e-3
+    budget_rank: int = 2
+    r_max: int = 8
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    hydra_rank: dict[str, Any] = field(default_factory=lambda: {"warmup_steps": 10, "probes": 6, "probe_steps": 8})
+    ard: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str = "benchmarks/.cache"
+
+    def base_key(self) -> str:
+        text = json.dumps(["tiny", self.base_task, self.pretrain_steps, self.pretrain_lr, self.batch_size, self.train_limit])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def smoke_config(cache_dir: str) -> BenchConfig:
+    """A seconds-long configuration for the test suite (same code path, tiny sizes)."""
+    return BenchConfig(
+        tasks=("parity",),
+        seeds=(0,),
+        pretrain_steps=2,
+        steps=3,
+        batch_size=8,
+        train_limit=48,
+        eval_limit=16,
+        hydra_rank={"warmup_steps": 2, "probes": 3, "probe_steps": 1, "probe_val": 16, "probe_batch_size": 8},
+        ard={"plan_steps": 1},
+        cache_dir=cache_dir,
+    )
+
+
+def pretrained_base(config: BenchConfig) -> tuple[Any, Any, float, bool]:
+    """(model, tokenizer, seconds, cached): the base, pre-trained once and cached on disk."""
+    directory = Path(config.cache_dir) / f"base-{config.base_key()}"
+    if (directory / "config.json").is_file():
+        model, tokenizer = load_model(directory)
+        return model, tokenizer, 0.0, True
+    start = time.perf_counter()
+    model, tokenizer = build_model("tiny", seed=0)
+    base_train, _ = make_datasets(f"digits:{config.base_task}", tokenizer, model.config.input_spec, 0, train_limit=config.train_limit)
+    train(model, base_train, TrainConfig(steps=config.pretrain_steps, lr=config.pretrain_lr, batch_size=config.batch_size, full=True, seed=0))
+    save_model(model, tokenizer, directory)
+    return model, tokenizer, time.perf_counter() - start, False
+
+
+def _one_run(config: BenchConfig, base: Any, data: tuple[Any, Any], method: str, adapter: str | None, seed: int) -> dict[str, Any]:
+    model = copy.deepcopy(base)
+    train_ds, eval_ds = data
+    torch.manual_seed(seed)
+    row: dict[str, Any] = {"method": method, "adapter": adapter or "-", "seed": seed}
+    if adapter is None:  # full fine-tuning
+        cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr_full, full=True, seed=seed)
+        result = train(model, train_ds, cfg)
+        row.update(trainable_params=result.trainable_params, wall_s=result.wall_time_s, plan_s=0.0)
+    else:
+        apply_adapters(model, make_adapter_config(adapter, config.r_max, None, model.config.default_targets))
+        budget = resolve_budget(model, budget_params=_lora_budget(config, base))
+        options = {"hydra-rank": {**config.hydra_rank, "seed": seed}, "ard": {**config.ard, "seed": seed}}.get(method, {})
+        allocator = get_allocator(method, **options)
+        cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr_adapter, seed=seed)
+        run = train_with_allocator(model, train_ds, eval_ds, cfg, allocator, budget)
+        perf = run.schedule.performance_model or {}
+        row.update(
+            trainable_params=active_params(model),
+            budget_params=budget,
+            budget_max_dev=max(abs(u - budget) / budget for u in run.budget_trace),
+            wall_s=run.plan_seconds + run.train.wall_time_s,
+            plan_s=run.plan_seconds,
+            reallocations=run.reallocations,
+            ranks=_rank_summary(run.schedule),
+        )
+        if perf:
+            row["perf_model"] = {"spearman_in_sample": perf["fit"]["spearman_in_sample"], "spearman_loo": perf["fit"]["spearman_loo"], "probes": perf["fit"]["probes"]}
+    result_eval = evaluate(model, eval_ds)
+    row.update(accuracy=result_eval.accuracy, eval_loss=result_eval.loss)
+    row["wall_s"] = round(row["wall_s"], 2)
+    row["plan_s"] = round(row["plan_s"], 2)
+    return row
+
+
+def _lora_budget(config: BenchConfig, base: Any) -> int:
+    """The one budget of every adapter run: uniform LoRA of rank ``budget_rank`` on the default
+    targets (Hydra adapters get the same number of parameters, not the same rank)."""
+    from ..allocators import budget_from_rank
+
+    probe = copy.deepcopy(base)
+    apply_adapters(probe, make_adapter_config("lora", config.r_max, None, probe.config.default_targets))
+    return budget_from_rank(probe, config.budget_rank)
+
+
+def _rank_summary(schedule: Any) -> dict[str, float]:
+    """Mean active rank per tower x block in the last phase (what the allocator ended with)."""
+    from ..allocators._modules import module_place
+
+    sums: dict[str, list[int]] = {}
+    for module, slots in schedule.phases[-1].ranks.items():
+        place = module_place(module)
+        for r in slots.values():
+            sums.setdefault(f"{place.tower}.{place.block}", []).append(r)
+    return {k: round(sum(v) / len(v), 2) for k, v in sorted(sums.items())}
+
+
+def run_rank_bench(
+    config: BenchConfig,
+    progress: Callable[[str], None] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole grid; returns the JSON-ready results (rows + summary). ``checkpoint`` gets
+    the partial results (``"complete": False``) after every run."""
+    start = time.perf_counter()
+    base, tokenizer, pretrain_s, cached = pretrained_base(config)
+    spec = base.config.input_spec
+    rows = []
+    methods = [(a, ad) for ad in config.adapters for a in config.allocators] + ([("full", None)] if config.full else [])
+    # Seed-major order: a partial run (see ``checkpoint``) covers every task before a 2nd seed.
+    for seed in config.seeds:
+        for task in config.tasks:
+            data = make_datasets(f"digits:{task}", tokenizer, spec, seed, train_limit=config.train_limit, eval_limit=config.eval_limit)
+            for method, adapter in methods:
+                row = {"task": task, **_one_run(config, base, data, method, adapter, seed)}
+                rows.append(row)
+                msg = f"{task} seed {seed} {method}/{row['adapter']}: acc {row['accuracy']:.3f} in {row['wall_s']:.1f}s"
+                logger.info(msg)
+                if progress:
+                    progress(msg)
+                if checkpoint:
+                    checkpoint(_results(config, rows, pretrain_s, cached, time.perf_counter() - start, complete=False))
+    return _results(config, rows, pretrain_s, cached, time.perf_counter() - start, complete=True)
+
+
+def _results(config: BenchConfig, rows: list[dict[str, Any]], pretrain_s: float, cached: bool, total: float, complete: bool) -> dict[str, Any]:
+    return {
+        "complete": complete,
+        "config": asdict(config),
+        "pretrain_seconds": round(pretrain_s, 1),
+        "base_cached": cached,
+        "total_seconds": round(total, 1),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "summary": summarise(rows, config.tasks),
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One entry per method x adapter: accuracy mean/std per task and overall, params, wall time."""
+    keys = list(dict.fromkeys((r["method"], r["adapter"]) for r in rows))
+    out = []
+    for method, adapter in keys:
+        mine = [r for r in rows if r["method"] == method and r["adapter"] == adapter]
+        entry: dict[str, Any] = {"method": method, "adapter": adapter, "runs": len(mine)}
+        for task in tasks:
+            acc = [r["accuracy"] for r in mine if r["task"] == task]
+            if acc:
+                entry[task] = dict(zip(("mean", "std"), _mean_std(acc)))
+        entry["average"] = dict(zip(("mean", "std"), _mean_std([r["accuracy"] for r in mine])))
+        entry["trainable_params"] = round(statistics.fmean(r["trainable_params"] for r in mine))
+        entry["wall_s_per_run"] = round(statistics.fmean(r["wall_s"] for r in mine), 2)
+        rhos = [r["perf_model"]["spearman_loo"] for r in mine if "perf_model" in r and r["perf_model"]["spearman_loo"] == r["perf_model"]["spearman_loo"]]
+        if rhos:
+            entry["perf_model_spearman_loo"] = round(statistics.fmean(rhos), 3)
+            entry["perf_model_spearman_in_sample"] = round(statistics.fmean(r["perf_model"]["spearman_in_sample"] for r in mine if "perf_model" in r), 3)
+        out.append(entry)
+    return out
+
+
+def markdown_table(results: dict[str, Any], command: str) -> str:
+    """The README table: accuracy mean ± std (x100) per task, average, params, wall time."""
+    tasks = results["config"]["tasks"]
+    head = ["method", "adapter", *tasks, "average", "trainable params", "wall s / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in results["summary"]:
+        cells = [e["method"], e["adapter"]]
+        cells += [f"{100 * e[t]['mean']:.1f} ± {100 * e[t]['std']:.1f}" if t in e else "-" for t in tasks]
+        cells += [f"{100 * e['average']['mean']:.1f} ± {100 * e['average']['std']:.1f}", f"{e['trainable_params']:,}", f"{e['wall_s_per_run']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    cfg = results["config"]
+    notes = [
+        "",
+        ("" if results.get("complete", True) else f"PARTIAL: {len(results['rows'])} runs so far. ")
+        + f"Command: `{command}`. Total wall time {results['total_seconds']:.0f} s on {results['threads']} threads "
+        f"(pre-training the base: {results['pretrain_seconds']:.0f} s{', cached' if results['base_cached'] else ''}).",
+        f"Base: tiny pre-trained {cfg['pretrain_steps']} steps on {cfg['base_task']}; {len(cfg['seeds'])} seeds; "
+        f"{cfg['steps']} steps, batch {cfg['batch_size']}; budget = uniform LoRA rank {cfg['budget_rank']} for every adapter "
+        f"(r_max {cfg['r_max']}); "
+        f"lr {cfg['lr_adapter']} (adapters), {cfg['lr_full']} (full). Wall time includes hydra-rank's warm-up and probes.",
+    ]
+    rhos = [e for e in results["summary"] if "perf_model_spearman_loo" in e]
+    for e in rhos:
+        notes.append(
+            f"hydra-rank/{e['adapter']} performance model: Spearman (leave-one-out over probes) {e['perf_model_spearman_loo']:+.2f}, "
+            f"in-sample {e['perf_model_spearman_in_sample']:+.2f} (mean over runs)."
+        )
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path, command: str, name: str = "ranks") -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    json_path.write_text(json.dumps({"command": command, **results}, indent=1) + "\n")
+    md_path.write_text(markdown_table(results, command))
+    return json_path, md_path

@@ -1,0 +1,49 @@
+"""``mobile-peft bench ranks``: the rank-allocation benchmark (see :mod:`mobile_peft.bench.ranks`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
+from ._ui import console, err_console
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="Run a benchmark ('ranks': rank allocators at an equal budget).")
+    p.add_argument("suite", choices=["ranks"], help="Which benchmark.")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go.")
+    p.add_argument("--cache", default="benchmarks/.cache", help="Cache of the pre-trained base.")
+    p.add_argument("--tasks", default=None, help="Comma list of digits tasks (default: next-digit,rotated,parity).")
+    p.add_argument("--seeds", type=int, default=None, help="Number of seeds (default 3).")
+    p.add_argument("--steps", type=int, default=None, help="Fine-tuning steps per run (default 40).")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the benchmark is specified on 2 cores).")
+    p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
+    if args.tasks:
+        config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    if args.seeds:
+        config.seeds = tuple(range(args.seeds))
+    if args.steps:
+        config.steps = args.steps
+    argv = sys.argv[1:]
+    command = "mobile-peft " + " ".join(shlex.quote(a) for a in argv) if "bench" in argv else "mobile-peft bench ranks"
+    name = "ranks-smoke" if args.smoke else "ranks"
+    results = run_rank_bench(
+        config,
+        progress=lambda msg: err_console.print(msg, highlight=False),
+        checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
+    )
+    json_path, md_path = write_results(results, args.out, command, name=name)
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path}")
+    return 0

@@ -1,0 +1,98 @@
+"""``mobile-peft profile``: planned and measured memory of a bundle's training steps, step time,
+and a verdict against a device's app budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ._ui import console, human_bytes, print_json, table
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..runtime.devices import device_names
+
+    p = sub.add_parser("profile", help="Memory (planned, measured peak RSS) and step time of a bundle vs a device budget.")
+    p.add_argument("bundle", type=Path, help="Bundle directory (or .zip).")
+    p.add_argument("--device", default="host", choices=device_names(), help="Device profile (default: this machine).")
+    p.add_argument("--steps", type=int, default=5, help="Training steps to measure.")
+    p.add_argument("--plot", type=Path, default=None, help="Write a PNG of RSS over steps.")
+    p.add_argument("--emulator", action="store_true", help="Run on an Android emulator/device over adb instead of this host.")
+    p.add_argument("--serial", default=None, help="adb serial of the emulator/device (with --emulator).")
+    p.add_argument("--runner", type=Path, default=None, help="On-device runner binary to push (with --emulator).")
+    p.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    p.set_defaults(run=run)
+
+
+def rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The profile table (also used by the demo)."""
+    b = report["breakdown"]
+    planned = report.get("planned") or {}
+    out = [
+        ("bundle", f"{report['model']} {report['format']} ({report['quant']}), batch {report['batch_size']}, seq {report['sequence_length']}"),
+        ("device", f"{report['device_display_name']}, budget {human_bytes(report['app_budget_bytes'])}"),
+        ("planned constants", human_bytes(planned["constant_bytes"]) if planned else "n/a (no ahead-of-time plan)"),
+        ("planned train arena", human_bytes(planned["train_arena_bytes"]) if planned else "n/a"),
+        ("baseline RSS (before bundle)", human_bytes(report["baseline_rss_bytes"])),
+        ("peak RSS", human_bytes(report["peak_rss_bytes"])),
+        ("peak growth", human_bytes(report["peak_growth_bytes"])),
+        ("growth / (planned + constants)", report["growth_over_planned"] if report["growth_over_planned"] is not None else "n/a"),
+        ("  backbone (frozen)", human_bytes(b["backbone_bytes"])),
+        ("  adapters", human_bytes(b["adapter_bytes"])),
+        ("  gradients", human_bytes(b["gradient_bytes"])),
+        ("  optimizer state", human_bytes(b["optimizer_state_bytes"])),
+        ("  activations", human_bytes(b["activation_bytes"])),
+        ("step time (median)", f"{1000 * report['step_seconds_median']:.1f} ms on {report['threads']} thread(s)"),
+        ("verdict", ("fits" if report["fits"] else "DOES NOT FIT") + f", headroom {human_bytes(report['headroom_bytes'])}"),
+        ("largest batch that fits", report["max_batch_size"]),
+        ("largest sequence that fits", report["max_sequence_length"]),
+    ]
+    return out
+
+
+def plot_memory(report: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mib = 1024 * 1024
+    rss = [(r - report["baseline_rss_bytes"]) / mib for r in report["rss_per_step_bytes"]]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(range(1, len(rss) + 1), rss, marker="o", label="RSS growth after step")
+    ax.axhline(report["peak_growth_bytes"] / mib, color="tab:red", ls="--", label="peak growth")
+    if report.get("planned_total_bytes"):
+        ax.axhline(report["planned_total_bytes"] / mib, color="tab:green", ls=":", label="planned + constants")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MiB over baseline")
+    ax.set_title(f"{report['model']} {report['format']} training memory ({report['device']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.emulator:
+        from ..runtime.emulator import profile_on_emulator
+
+        report = profile_on_emulator(args.bundle, steps=args.steps, serial=args.serial, runner=args.runner, device=args.device)
+        if args.json:
+            print_json(report)
+        else:
+            console.print(table("emulator profile", ["field", "value"], report.items()))
+        return 0
+    from ..runtime.profile import profile_bundle
+
+    report = profile_bundle(args.bundle, args.device, args.steps)
+    if args.plot:
+        report["plot"] = str(plot_memory(report, args.plot))
+    if args.json:
+        print_json(report)
+    else:
+        console.print(table(f"training memory profile on {report['device']}", ["", "value"], rows(report)))
+    return 0

@@ -1,0 +1,99 @@
+"""The child process of ``mobile-peft profile``: load a bundle, run training steps, report memory.
+
+Run as ``python -m mobile_peft.runtime._profile_worker BUNDLE --steps N --threads K --out JSON``.
+Everything the app needs before the bundle (interpreter, numpy, the runtime library, the encoded
+batch) is loaded first; then the baseline RSS is read and the peak-RSS counter reset
+(``/proc/self/clear_refs`` <- 5), so ``peak - baseline`` is what loading and training the bundle
+costs. The process is pinned to ``K`` cores (``sched_setaffinity``) and the runtime's thread pool
+is sized to ``K``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+
+    cores = sorted(os.sched_getaffinity(0))[: max(1, args.threads)]
+    os.sched_setaffinity(0, cores)
+    from .bundle import Bundle
+    from .data import Encoder, load_examples
+    from .engine import make_engine
+    from .optim import make_optimizer
+
+    bundle = Bundle.open(args.bundle)
+    if bundle.format == "pte":
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(len(cores))
+    else:
+        import onnxruntime  # noqa: F401  (libraries count as the app's, not the bundle's)
+    encoder = Encoder(bundle.input_spec, bundle.tokenizer_path)
+    examples = load_examples("digits", "train", limit=encoder.batch_size)
+    batch = encoder.batch(examples)
+    masks = bundle.schedule.phase_masks(0)
+
+    baseline = _status_bytes("VmRSS")
+    peak_reset = _reset_peak()
+    t0 = time.perf_counter()
+    engine = make_engine(bundle)
+    load_s = time.perf_counter() - t0
+    after_load = _status_bytes("VmRSS")
+    optimizer = None if bundle.format == "onnx" else make_optimizer(bundle.optimizer.get("name", "sgd"), bundle.optimizer, runtime=bundle.format)
+    rss, times, losses = [], [], []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        losses.append(engine.forward_backward([*batch, *masks]))
+        if optimizer is not None:
+            optimizer.step(engine.parameters(), engine.gradients())
+        else:
+            engine.optimizer_step()
+        times.append(time.perf_counter() - t)
+        rss.append(_status_bytes("VmRSS"))
+    result = {
+        "baseline_rss_bytes": baseline,
+        "after_load_rss_bytes": after_load,
+        "peak_rss_bytes": _status_bytes("VmHWM") if peak_reset else max(rss),
+        "peak_source": "VmHWM after clear_refs" if peak_reset else "max sampled VmRSS",
+        "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_per_step_bytes": rss,
+        "step_seconds": times,
+        "load_seconds": load_s,
+        "losses": losses,
+        "cores": cores,
+    }
+    args.out.write_text(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

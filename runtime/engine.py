@@ -1,0 +1,138 @@
+"""Engines: the one place the runtime touches a format's runtime library.
+
+An engine runs the bundle's joint training graph and exposes its trainable tensors and their
+gradients as numpy arrays, in the manifest's ``trainable`` order::
+
+    loss = engine.forward_backward([pixel_values, input_ids, labels, *masks])
+    engine.parameters()  # {name: array}: live views, optimisers update them in place
+    engine.gradients()   # {name: array}: of the last forward_backward
+    loss, logits = engine.evaluate([pixel_values, input_ids, labels, *masks])
+
+:class:`PteEngine` drives ExecuTorch exactly as ExecuTorch's ``llm_pte_finetuning/runner.py`` and
+the C++/Kotlin ``TrainingModule.load(pte, ptd)`` do: ``_load_for_executorch(pte, ptd)`` (the
+``.ptd`` holds only the adapter tensors), read the ``__et_training_*`` index methods, run the joint
+method with ``clone_outputs=False`` so the parameter outputs alias the weights the next step uses.
+ExecuTorch's pybindings take torch tensors as inputs; nothing here uses autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from mobile_peft.errors import ConfigError, MissingExtraError
+from mobile_peft.export import contract
+
+from .bundle import Bundle
+
+__all__ = ["Engine", "PteEngine", "make_engine"]
+
+
+class Engine(Protocol):
+    names: list[str]
+
+    def forward_backward(self, inputs: Sequence[np.ndarray]) -> float: ...
+
+    def parameters(self) -> dict[str, np.ndarray]: ...
+
+    def gradients(self) -> dict[str, np.ndarray]: ...
+
+    def set_parameters(self, values: dict[str, np.ndarray]) -> None: ...
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> tuple[float, np.ndarray]: ...
+
+
+class PteEngine:
+    """ExecuTorch ``model.pte`` + ``adapters.ptd`` (see the module docstring)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        try:
+            import torch
+            from executorch.extension.pybindings.portable_lib import _load_for_executorch
+        except ImportError:
+            raise MissingExtraError("executorch", "executorch", "Training a .pte bundle") from None
+        self._torch = torch
+        methods = bundle.methods
+        train = methods.get("train", {})
+        self.method = train.get("method", contract.METHOD_TRAIN)
+        self.eval_method = methods.get("eval", {}).get("method", contract.METHOD_EVAL)
+        program = bundle.file(methods.get("program", contract.PTE_FILE))
+        data = bundle.file(methods.get("trainable_data", contract.PTD_FILE))
+        self.module = _load_for_executorch(str(program), str(data))
+        run = self.module.run_method
+        self._grad_start = int(run(train.get("gradients_index_method", contract.ET_GRADIENTS_INDEX_PREFIX + self.method), ())[0])
+        self._param_start = int(run(train.get("parameters_index_method", contract.ET_PARAMETERS_INDEX_PREFIX + self.method), ())[0])
+        fqns = list(run(train.get("fqn_method", contract.ET_FQN_PREFIX + self.method), ()))
+        self.names = [t.name for t in bundle.trainable]
+        if sorted(fqns) != sorted(self.names):
+            raise ConfigError(
+                f"the .pte trains {len(fqns)} tensors that do not match the manifest's {len(self.names)} trainable "
+                f"names (e.g. {sorted(set(fqns) ^ set(self.names))[:3]}); the bundle is inconsistent, re-export it."
+            )
+        self._fqns = fqns
+        self._params: dict[str, np.ndarray] | None = None
+        self._grads: dict[str, np.ndarray] = {}
+        self._pending: dict[str, np.ndarray] | None = None
+
+    def _run(self, inputs: Sequence[np.ndarray]) -> list:
+        tensors = [self._torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
+        return self.module.run_method(self.method, tensors, clone_outputs=False)
+
+    def forward_backward(self, inputs: Sequence[np.ndarray]) -> float:
+        out = self._run(inputs)
+        if self._params is None:
+            # The runtime hands out its weight buffers only as outputs of a first run.
+            self._params = {n: out[self._param_start + i].numpy() for i, n in enumerate(self._fqns)}
+            if self._pending is not None:
+                self.set_parameters(self._pending)
+                self._pending = None
+                out = self._run(inputs)
+        # Gradients live in planned memory the next run overwrites: copy them out.
+        self._grads = {n: out[self._grad_start + i].numpy().copy() for i, n in enumerate(self._fqns)}
+        return float(out[0])
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        if self._params is None and self._pending is not None:
+            return dict(self._pending)  # restored but not run yet (a resumed run that was complete)
+        if self._params is None:
+            raise ConfigError("the .pte exposes its weights after the first forward_backward; run one step first.")
+        return {n: self._params[n] for n in self.names}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return {n: self._grads[n] for n in self.names}
+
+    def set_parameters(self, values: dict[str, np.ndarray]) -> None:
+        if self._params is None:
+            self._pending = {n: np.array(v, dtype=np.float32) for n, v in values.items()}
+            return
+        for name, value in values.items():
+            np.copyto(self._params[name], value)
+
+    def ensure_parameters(self, inputs: Sequence[np.ndarray]) -> None:
+        """Make the weights (and any pending values) live, running one joint step if needed."""
+        if self._params is None:
+            self.forward_backward(inputs)
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
+        """The ``eval`` method at the current weights (they are inputs after the masks)."""
+        self.ensure_parameters(inputs)
+        weights = [self._params[n] for n in self.names]
+        tensors = [self._torch.from_numpy(np.ascontiguousarray(x)) for x in [*inputs, *weights]]
+        loss, logits = self.module.run_method(self.eval_method, tensors)[:2]
+        return float(loss), logits.numpy().copy()
+
+
+def make_engine(bundle: Bundle, lr: float | None = None) -> Engine:
+    """The engine of ``bundle``'s format; ``lr`` is for formats whose optimiser is in the artifact."""
+    if bundle.format == contract.FORMAT_PTE:
+        return PteEngine(bundle)
+    if bundle.format == contract.FORMAT_ONNX:
+        from .ort import OrtEngine
+
+        return OrtEngine(bundle, lr=lr)
+    raise ConfigError(
+        f"bundle format {bundle.format!r} has no on-device training loop here; the runtime trains "
+        f"{contract.FORMAT_PTE!r} and {contract.FORMAT_ONNX!r} bundles (Core ML heads train with MLUpdateTask on iOS)."
+    )

@@ -1,0 +1,96 @@
+"""The ONNX Runtime training engine (``onnxruntime.training.api``), as a phone's
+``OrtTrainingSession`` (Android) / ``ORTTrainingSession`` (iOS) runs it.
+
+The bundle's artifacts carry the optimiser (AdamW in ``torch.optim.AdamW`` mode), so a step is
+``module(*inputs)`` (forward + backward, gradients accumulate in the checkpoint state),
+``optimizer.step()``, ``module.lazy_reset_grad()``. The checkpoint state holds the adapter tensors,
+their gradients and the optimiser moments; ``CheckpointState.save_checkpoint(...,
+include_optimizer_state=True)`` writes all of it, which is what a resumable run stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mobile_peft.errors import MissingExtraError
+from mobile_peft.export import contract
+
+from .bundle import Bundle
+
+__all__ = ["ORT_STATE", "OrtEngine"]
+
+ORT_STATE = "ort_checkpoint"
+
+
+class OrtEngine:
+    """ONNX Runtime training artifacts of a bundle (see the module docstring)."""
+
+    def __init__(self, bundle: Bundle, lr: float | None = None) -> None:
+        try:
+            import onnxruntime
+            from onnxruntime.training.api import CheckpointState
+        except ImportError:
+            raise MissingExtraError("onnxruntime-training", "onnx", "Training an onnx bundle") from None
+        onnxruntime.set_default_logger_severity(3)
+        self.bundle = bundle
+        self.names = [t.name for t in bundle.trainable]
+        self.lr = float(lr if lr is not None else bundle.optimizer.get("lr", 1e-3))
+        methods = bundle.methods
+        self._files = {
+            "training": bundle.file(methods.get("training_model", contract.ONNX_TRAINING_FILE)),
+            "eval": bundle.file(methods.get("eval_model", contract.ONNX_EVAL_FILE)),
+            "optimizer": bundle.file(methods.get("optimizer_model", contract.ONNX_OPTIMIZER_FILE)),
+        }
+        self._open(CheckpointState.load_checkpoint(str(bundle.file(methods.get("checkpoint", contract.ONNX_CHECKPOINT_FILE)))))
+
+    def _open(self, state) -> None:  # noqa: ANN001
+        from onnxruntime.training.api import Module, Optimizer
+
+        self.state = state
+        self.module = Module(str(self._files["training"]), state, str(self._files["eval"]))
+        self.optimizer = Optimizer(str(self._files["optimizer"]), self.module)
+        self.optimizer.set_learning_rate(self.lr)
+        self._grads: dict[str, np.ndarray] = {}
+
+    def forward_backward(self, inputs: Sequence[np.ndarray]) -> float:
+        self.module.train()
+        outputs = self.module(*[np.ascontiguousarray(x) for x in inputs])
+        loss = outputs[0] if isinstance(outputs, list | tuple) else outputs
+        self._grads = {}
+        return float(loss)
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.module.lazy_reset_grad()
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Copies of the adapter tensors (ORT owns the buffers; write back with :meth:`set_parameters`)."""
+        return {n: np.array(self.state.parameters[n].data) for n in self.names}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        if not self._grads:
+            self._grads = {n: np.array(self.state.parameters[n].grad) for n in self.names}
+        return self._grads
+
+    def set_parameters(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            self.state.parameters[name].data = np.ascontiguousarray(value, dtype=np.float32)
+
+    def evaluate(self, inputs: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
+        self.module.eval()
+        loss, logits = self.module(*[np.ascontiguousarray(x) for x in inputs])[:2]
+        return float(loss), np.asarray(logits)
+
+    # -- checkpoints (trainer hooks) ---------------------------------------------------------------
+    def save_state(self, directory: Path) -> None:
+        from onnxruntime.training.api import CheckpointState
+
+        CheckpointState.save_checkpoint(self.state, str(Path(directory) / ORT_STATE), include_optimizer_state=True)
+
+    def load_state(self, directory: Path) -> None:
+        from onnxruntime.training.api import CheckpointState
+
+        self._open(CheckpointState.load_checkpoint(str(Path(directory) / ORT_STATE)))

@@ -1,0 +1,152 @@
+"""Memory and time profile of a bundle against a device's app budget.
+
+* **planned** (``pte``): ExecuTorch plans memory ahead of time; the program records, per method,
+  the sizes of its planned arenas (``execution_plan[i].non_const_buffer_sizes``; buffer 0 is
+  reserved) and the constants (``constant_buffer`` tensors, delegate blobs, named data).
+* **measured**: training steps in a separate process (:mod:`._profile_worker`), pinned to the
+  device profile's big-core count: RSS before the bundle is loaded (the interpreter, numpy and the
+  runtime library are already there, so they do not count), the peak after the steps (``VmHWM``
+  reset just before loading; ``getrusage`` too), per-step RSS and time.
+* **breakdown**: backbone (frozen bytes), adapters, gradients (one per adapter tensor), optimizer
+  state, activations (``pte``: planned training arena minus adapters, gradients and inputs;
+  ``onnx``: measured growth minus the rest, as ONNX Runtime plans nothing ahead -- so it also holds
+  what ORT materialises for the backward, e.g. the fp32 dequantised copies of int8 weights).
+* **verdict**: measured peak growth against ``app_budget_bytes``; the largest batch size and text
+  length that fit, extrapolating the activation bytes linearly (per example, per token; attention's
+  quadratic terms make the sequence estimate optimistic for long sequences).
+
+Why measured growth exceeds planned + constant bytes: the runtime's own allocations (the method's
+value and instruction tables, XNNPACK's packed copies of delegated weights and its workspace,
+kernel scratch), the gradient copies the Python loop takes, allocator slack and page granularity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mobile_peft.errors import MobilePeftError
+from mobile_peft.export import contract
+
+from .bundle import Bundle
+from .devices import get_device
+
+__all__ = ["planned_memory", "profile_bundle"]
+
+_INPUT_DTYPE_BYTES = {"float32": 4, "int64": 8, "float16": 2, "int32": 4}
+
+
+def planned_memory(bundle: Bundle) -> dict[str, Any] | None:
+    """Constant bytes and planned arena bytes per method of a ``pte`` bundle (None for others)."""
+    if bundle.format != contract.FORMAT_PTE:
+        return None
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte = deserialize_pte_binary(bundle.file(bundle.methods.get("program", contract.PTE_FILE)).read_bytes())
+    program = pte.program
+    constant = sum(len(b.storage) for b in program.constant_buffer)
+    delegate = sum(len(d.data) for d in program.backend_delegate_data)
+    named = sum(len(b) for b in pte.named_data.buffers) if pte.named_data is not None else 0
+    methods = {plan.name: [int(x) for x in plan.non_const_buffer_sizes[1:]] for plan in program.execution_plan}
+    return {
+        "constant_bytes": constant + delegate + named,
+        "constant_tensor_bytes": constant,
+        "delegate_blob_bytes": delegate + named,
+        "trainable_data_bytes": bundle.file(bundle.methods.get("trainable_data", contract.PTD_FILE)).stat().st_size,
+        "arena_bytes_by_method": methods,
+        "train_arena_bytes": sum(methods.get(bundle.methods.get("train", {}).get("method", contract.METHOD_TRAIN), [])),
+    }
+
+
+def _measure(bundle: Bundle, steps: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mobile-peft-profile-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "mobile_peft.runtime._profile_worker", str(bundle.path), "--steps", str(steps),
+               "--threads", str(threads), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if proc.returncode != 0 or not out.is_file():
+            raise MobilePeftError(f"the profiling process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def _input_bytes(bundle: Bundle) -> int:
+    spec = bundle.input_spec
+    b, s, t = int(spec["batch_size"]), int(spec["image_size"]), int(spec["max_text_len"])
+    masks = sum(int(info["r_max"]) for slots in bundle.schedule.modules.values() for info in slots.values())
+    return b * 3 * s * s * 4 + 2 * b * t * 8 + 4 * masks
+
+
+def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int = 5) -> dict[str, Any]:
+    """Everything ``mobile-peft profile`` prints (see the module docstring); sizes in bytes."""
+    bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+    profile = get_device(device)
+    host_cores = len(os.sched_getaffinity(0))
+    threads = max(1, min(profile.training_threads, host_cores))
+    plan = planned_memory(bundle)
+    measured = _measure(bundle, steps, threads)
+    growth = measured["peak_rss_bytes"] - measured["baseline_rss_bytes"]
+
+    adapters = 4 * sum(t.numel for t in bundle.trainable)
+    opt_name = bundle.optimizer.get("name", "sgd")
+    optimizer = 8 * adapters // 4 if opt_name == "adamw" else (adapters if float(bundle.optimizer.get("momentum", 0) or 0) else 0)
+    backbone = int(bundle.manifest[contract.Key.BACKBONE]["total_bytes"])
+    inputs = _input_bytes(bundle)
+    if plan is not None:
+        activations = max(plan["train_arena_bytes"] - 2 * adapters - inputs, 0)
+        planned_total = plan["train_arena_bytes"] + plan["constant_bytes"]
+    else:
+        activations = max(growth - backbone - 2 * adapters - optimizer - inputs, 0)
+        planned_total = None
+    breakdown = {"backbone_bytes": backbone, "adapter_bytes": adapters, "gradient_bytes": adapters,
+                 "optimizer_state_bytes": optimizer, "activation_bytes": activations, "input_bytes": inputs}
+
+    spec = bundle.input_spec
+    batch, text_len = int(spec["batch_size"]), int(spec["max_text_len"])
+    seq = int(spec.get("sequence_length", text_len))
+    budget = profile.app_budget_bytes
+    fixed = max(growth - activations, 0)
+    per_example = activations / batch if batch else 0
+    per_token = per_example / seq if seq else 0
+    room = max(budget - fixed, 0)  # nothing fits when the fixed part alone exceeds the budget
+    max_batch = int(room // per_example) if per_example else None
+    image_tokens = seq - text_len
+    max_seq = int(room // (per_token * batch)) if per_token else None
+    step_s = sorted(measured["step_seconds"][1:] or measured["step_seconds"])
+    return {
+        "bundle": str(bundle.path),
+        "format": bundle.format,
+        "model": bundle.manifest[contract.Key.MODEL].get("name"),
+        "quant": bundle.manifest[contract.Key.BACKBONE].get("quant"),
+        "device": profile.name,
+        "device_display_name": profile.display_name,
+        "app_budget_bytes": budget,
+        "batch_size": batch,
+        "sequence_length": seq,
+        "planned": plan,
+        "planned_total_bytes": planned_total,
+        "baseline_rss_bytes": measured["baseline_rss_bytes"],
+        "peak_rss_bytes": measured["peak_rss_bytes"],
+        "peak_source": measured["peak_source"],
+        "ru_maxrss_bytes": measured["ru_maxrss_bytes"],
+        "peak_growth_bytes": growth,
+        "growth_over_planned": round(growth / planned_total, 3) if planned_total else None,
+        "breakdown": breakdown,
+        "threads": threads,
+        "step_seconds_median": step_s[len(step_s) // 2],
+        "load_seconds": measured["load_seconds"],
+        "steps": steps,
+        "rss_per_step_bytes": measured["rss_per_step_bytes"],
+        "losses": measured["losses"],
+        "fits": growth <= budget,
+        "headroom_bytes": budget - growth,
+        "max_batch_size": max_batch,
+        "max_sequence_length": max_seq,
+        "max_text_len": max(max_seq - image_tokens, 0) if max_seq is not None else None,
+        "notes": ("step time measured on this host pinned to the device's big-core count; the phone's "
+                  "clock and kernels differ. Max batch/sequence: linear extrapolation of activation bytes."),
+    }

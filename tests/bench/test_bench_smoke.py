@@ -1,0 +1,29 @@
+"""The rank benchmark's seconds-long smoke version: same code path, every method, files written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from mobile_peft.bench import run_rank_bench, smoke_config
+from mobile_peft.cli import main
+
+
+def test_bench_smoke_runs_every_method_from_the_cli(tmp_path, capsys):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    assert main(["bench", "ranks", "--smoke", "--cache", str(cache), "--out", str(out)]) == 0
+    results = json.loads((out / "ranks-smoke.json").read_text())
+    assert results["complete"]
+    methods = {(r["method"], r["adapter"]) for r in results["rows"]}
+    assert methods == {(a, ad) for a in ("uniform", "hydra-rank", "ard") for ad in ("lora", "hydra")} | {("full", "-")}
+    budgets = {r["budget_params"] for r in results["rows"] if r["method"] != "full"}
+    assert len(budgets) == 1, "every adapter run has the same budget"
+    for row in results["rows"]:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["wall_s"] >= 0
+        if row["method"] != "full":
+            assert row["budget_max_dev"] <= 0.01
+    table = (out / "ranks-smoke.md").read_text()
+    assert table.count("\n|") >= 8 and "hydra-rank" in table
+    # the pre-trained base is cached: a second run does not pre-train again
+    again = run_rank_bench(replace(smoke_config(str(cache)), allocators=("uniform",), adapters=("lora",), full=False))
+    assert again["base_cached"] and again["pretrain_seconds"] == 0.0 and len(again["rows"]) == 1

@@ -1,0 +1,39 @@
+"""`mobile-peft export` / `inspect` end to end on a model directory (ONNX: the fastest exporter)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mobile_peft.cli import main
+
+pytest.importorskip("onnxruntime.training")
+
+
+def test_export_then_inspect(tmp_path, capsys):
+    model_dir, bundle = tmp_path / "model", tmp_path / "bundle"
+    assert main(["build", "--preset", "tiny", "--quant", "int8", "--out", str(model_dir), "--json"]) == 0
+    capsys.readouterr()
+    args = ["export", str(model_dir), "--format", "onnx", "--adapter", "hydra", "--rank", "2", "--batch-size", "1", "--zip", "--out", str(bundle), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["zip"] and summary["total_bytes"] > 0
+    assert main(["inspect", summary["zip"], "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["rank_schedule"]["adapter"] == "hydra" and inspected["input_spec"]["batch_size"] == 1
+    # exporting into a non-empty directory is refused with a message naming it
+    assert main(args) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_missing_onnxruntime_training_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from mobile_peft.errors import MissingExtraError
+    from mobile_peft.export import export_bundle
+    from mobile_peft.models import build_model
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.training", None)  # as on Python >= 3.12
+    with pytest.raises(MissingExtraError, match=r"mobile-peft\[onnx\]"):
+        export_bundle(build_model("tiny"), "onnx", tmp_path / "b", rank=2, batch_size=1)
