@@ -85,9 +85,11 @@ def artifacts(onnx_path: Path, trainable: list[str], out_dir: Path, optimizer: A
     # eval models, so accuracy and the post-training inference graph need no second export.
     """Stage 2: ORT training artifacts; ``trainable`` are the only ``requires_grad`` tensors."""
     import onnx
+    import onnxruntime
     from onnxruntime.training import artifacts as ort_artifacts
     from onnxruntime.training import onnxblock
 
+    onnxruntime.set_default_logger_severity(3)  # errors only: the gradient builder logs every graph pass at INFO
     model = onnx.load(str(onnx_path))
     initializers = {init.name for init in model.graph.initializer}
     missing = sorted(set(trainable) - initializers)

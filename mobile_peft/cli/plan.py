@@ -14,6 +14,7 @@ from ..allocators.registry import ALLOCATORS, _load_builtins
 from ..models import load_model
 from ..train.job import make_adapter_config, make_datasets
 from ._ui import console, table
+from .plots import save_figure
 
 _load_builtins()
 
@@ -71,11 +72,7 @@ def plot_schedule(schedule: RankSchedule, path: Path) -> Path:
         ax.set_title(f"phase {i}: from step {phase.start_step}", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.suptitle(f"{schedule.allocator} ranks ({schedule.adapter}, budget {schedule.budget_params:,})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._ui import console, human_bytes, print_json, table
+from .plots import save_figure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,11 +70,7 @@ def plot_memory(report: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"{report['model']} {report['format']} training memory ({report['device']})")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
