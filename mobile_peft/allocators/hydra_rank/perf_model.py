@@ -207,6 +207,10 @@ def greedy_fill(
     return ranks
 
 
+# The min_rank floor may take at most this share of the budget (the rest is what the search moves).
+MAX_FLOOR_SHARE = 0.5
+
+
 def propose_allocation(
     signals: Mapping[str, float],
     model: Mapping[str, Any],
@@ -224,8 +228,11 @@ def propose_allocation(
     util = unit_utilities(model, signals, units)
     costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
     start = {u: min(min_rank, costs[u][0]) for u in units}
-    if sum(start[u] * costs[u][1] for u in units) > budget * (1 + TOLERANCE):
-        start = dict.fromkeys(units, 0)  # the budget cannot give every unit min_rank: start from zero
+    if sum(start[u] * costs[u][1] for u in units) > budget * MAX_FLOOR_SHARE:
+        # A floor of min_rank everywhere would spend (nearly) the whole budget and leave the search
+        # nothing to allocate (e.g. Hydra's two slots per module at a LoRA-rank-2 budget): start
+        # from zero so slots can be dropped and ranks moved where the model predicts they help.
+        start = dict.fromkeys(units, 0)
     gain = {u: (lambda r, v=util[u]: v * (math.log(2 + r) - math.log(1 + r))) for u in units}
     return greedy_fill(gain, costs, budget, start)
 
