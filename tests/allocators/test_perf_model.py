@@ -84,3 +84,15 @@ def test_plan_on_real_probes_reports_a_rank_correlation(adapted, small_data):
     ranks = {f"{m}::{s}": r for m, slots in schedule.phases[0].ranks.items() for s, r in slots.items()}
     assert again == ranks
     assert len(json.dumps(perf)) < 20_000
+
+
+def test_a_min_rank_floor_that_would_eat_the_budget_is_dropped():
+    """Two slots per module at a budget that rank 1 everywhere nearly exhausts (Hydra adapters at a
+    LoRA-rank-2 budget): the search must be free to drop slots and move ranks, not return the floor."""
+    units = {f"m{i}:{s}": {"r_max": 8, "params_per_rank": 10} for i in range(4) for s in ("parallel", "sequential")}
+    signals = {u: (100.0 if u == "m0:parallel" else 1.0) for u in units}
+    model = {"weights": [-1.0] * len(pm.GROUPS) + [0.0], "intercept": 0.0, "feature_names": [*pm.GROUPS, "depth"]}
+    budget = 80  # rank 1 on all 8 slots would use all of it
+    ranks = pm.propose_allocation(signals, model, units, budget, min_rank=1)
+    assert sum(r * 10 for r in ranks.values()) <= budget * 1.01
+    assert ranks["m0:parallel"] > 1 and min(ranks.values()) == 0
