@@ -96,10 +96,11 @@ def lower(programs: dict[str, torch.export.ExportedProgram], xnnpack: bool = Tru
     if not xnnpack:
         return to_edge(programs, compile_config=config)
     from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from ._partition import LinearTimeXnnpackPartitioner
 
     configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in _XNNPACK_CONFIGS]
-    partitioner = XnnpackPartitioner(configs=configs, force_non_static_weights_for_f32_linear=True)
+    partitioner = LinearTimeXnnpackPartitioner(configs=configs, force_non_static_weights_for_f32_linear=True)
     return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 

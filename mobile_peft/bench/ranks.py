@@ -59,12 +59,16 @@ class BenchConfig:
     r_max: int = 8
     train_limit: int | None = None
     eval_limit: int | None = None
-    hydra_rank: dict[str, Any] = field(default_factory=lambda: {"warmup_steps": 10, "probes": 6, "probe_steps": 8})
+    hydra_rank: dict[str, Any] = field(
+        default_factory=lambda: {"warmup_steps": 10, "probes": 6, "probe_steps": 8}
+    )
     ard: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "benchmarks/.cache"
 
     def base_key(self) -> str:
-        text = json.dumps(["tiny", self.base_task, self.pretrain_steps, self.pretrain_lr, self.batch_size, self.train_limit])
+        text = json.dumps(
+            ["tiny", self.base_task, self.pretrain_steps, self.pretrain_lr, self.batch_size, self.train_limit]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -92,25 +96,44 @@ def pretrained_base(config: BenchConfig) -> tuple[Any, Any, float, bool]:
         return model, tokenizer, 0.0, True
     start = time.perf_counter()
     model, tokenizer = build_model("tiny", seed=0)
-    base_train, _ = make_datasets(f"digits:{config.base_task}", tokenizer, model.config.input_spec, 0, train_limit=config.train_limit)
-    train(model, base_train, TrainConfig(steps=config.pretrain_steps, lr=config.pretrain_lr, batch_size=config.batch_size, full=True, seed=0))
+    base_train, _ = make_datasets(
+        f"digits:{config.base_task}", tokenizer, model.config.input_spec, 0, train_limit=config.train_limit
+    )
+    train(
+        model,
+        base_train,
+        TrainConfig(
+            steps=config.pretrain_steps,
+            lr=config.pretrain_lr,
+            batch_size=config.batch_size,
+            full=True,
+            seed=0,
+        ),
+    )
     save_model(model, tokenizer, directory)
     return model, tokenizer, time.perf_counter() - start, False
 
 
-def _one_run(config: BenchConfig, base: Any, data: tuple[Any, Any], method: str, adapter: str | None, seed: int) -> dict[str, Any]:
+def _one_run(
+    config: BenchConfig, base: Any, data: tuple[Any, Any], method: str, adapter: str | None, seed: int
+) -> dict[str, Any]:
     model = copy.deepcopy(base)
     train_ds, eval_ds = data
     torch.manual_seed(seed)
     row: dict[str, Any] = {"method": method, "adapter": adapter or "-", "seed": seed}
     if adapter is None:  # full fine-tuning
-        cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr_full, full=True, seed=seed)
+        cfg = TrainConfig(
+            steps=config.steps, batch_size=config.batch_size, lr=config.lr_full, full=True, seed=seed
+        )
         result = train(model, train_ds, cfg)
         row.update(trainable_params=result.trainable_params, wall_s=result.wall_time_s, plan_s=0.0)
     else:
         apply_adapters(model, make_adapter_config(adapter, config.r_max, None, model.config.default_targets))
         budget = resolve_budget(model, budget_params=_lora_budget(config, base))
-        options = {"hydra-rank": {**config.hydra_rank, "seed": seed}, "ard": {**config.ard, "seed": seed}}.get(method, {})
+        options = {
+            "hydra-rank": {**config.hydra_rank, "seed": seed},
+            "ard": {**config.ard, "seed": seed},
+        }.get(method, {})
         allocator = get_allocator(method, **options)
         cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr_adapter, seed=seed)
         run = train_with_allocator(model, train_ds, eval_ds, cfg, allocator, budget)
@@ -125,7 +148,11 @@ def _one_run(config: BenchConfig, base: Any, data: tuple[Any, Any], method: str,
             ranks=_rank_summary(run.schedule),
         )
         if perf:
-            row["perf_model"] = {"spearman_in_sample": perf["fit"]["spearman_in_sample"], "spearman_loo": perf["fit"]["spearman_loo"], "probes": perf["fit"]["probes"]}
+            row["perf_model"] = {
+                "spearman_in_sample": perf["fit"]["spearman_in_sample"],
+                "spearman_loo": perf["fit"]["spearman_loo"],
+                "probes": perf["fit"]["probes"],
+            }
     result_eval = evaluate(model, eval_ds)
     row.update(accuracy=result_eval.accuracy, eval_loss=result_eval.loss)
     row["wall_s"] = round(row["wall_s"], 2)
@@ -166,11 +193,20 @@ def run_rank_bench(
     base, tokenizer, pretrain_s, cached = pretrained_base(config)
     spec = base.config.input_spec
     rows = []
-    methods = [(a, ad) for ad in config.adapters for a in config.allocators] + ([("full", None)] if config.full else [])
+    methods = [(a, ad) for ad in config.adapters for a in config.allocators] + (
+        [("full", None)] if config.full else []
+    )
     # Seed-major order: a partial run (see ``checkpoint``) covers every task before a 2nd seed.
     for seed in config.seeds:
         for task in config.tasks:
-            data = make_datasets(f"digits:{task}", tokenizer, spec, seed, train_limit=config.train_limit, eval_limit=config.eval_limit)
+            data = make_datasets(
+                f"digits:{task}",
+                tokenizer,
+                spec,
+                seed,
+                train_limit=config.train_limit,
+                eval_limit=config.eval_limit,
+            )
             for method, adapter in methods:
                 row = {"task": task, **_one_run(config, base, data, method, adapter, seed)}
                 rows.append(row)
@@ -179,11 +215,22 @@ def run_rank_bench(
                 if progress:
                     progress(msg)
                 if checkpoint:
-                    checkpoint(_results(config, rows, pretrain_s, cached, time.perf_counter() - start, complete=False))
+                    checkpoint(
+                        _results(
+                            config, rows, pretrain_s, cached, time.perf_counter() - start, complete=False
+                        )
+                    )
     return _results(config, rows, pretrain_s, cached, time.perf_counter() - start, complete=True)
 
 
-def _results(config: BenchConfig, rows: list[dict[str, Any]], pretrain_s: float, cached: bool, total: float, complete: bool) -> dict[str, Any]:
+def _results(
+    config: BenchConfig,
+    rows: list[dict[str, Any]],
+    pretrain_s: float,
+    cached: bool,
+    total: float,
+    complete: bool,
+) -> dict[str, Any]:
     return {
         "complete": complete,
         "config": asdict(config),
@@ -214,23 +261,74 @@ def summarise(rows: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[dict[s
         entry["average"] = dict(zip(("mean", "std"), _mean_std([r["accuracy"] for r in mine])))
         entry["trainable_params"] = round(statistics.fmean(r["trainable_params"] for r in mine))
         entry["wall_s_per_run"] = round(statistics.fmean(r["wall_s"] for r in mine), 2)
-        rhos = [r["perf_model"]["spearman_loo"] for r in mine if "perf_model" in r and r["perf_model"]["spearman_loo"] == r["perf_model"]["spearman_loo"]]
+        paired = _paired_vs_uniform(rows, mine, adapter if adapter != "-" else "lora")
+        if paired:
+            entry["vs_uniform"] = paired
+        rhos = [
+            r["perf_model"]["spearman_loo"]
+            for r in mine
+            if "perf_model" in r and r["perf_model"]["spearman_loo"] == r["perf_model"]["spearman_loo"]
+        ]
         if rhos:
             entry["perf_model_spearman_loo"] = round(statistics.fmean(rhos), 3)
-            entry["perf_model_spearman_in_sample"] = round(statistics.fmean(r["perf_model"]["spearman_in_sample"] for r in mine if "perf_model" in r), 3)
+            entry["perf_model_spearman_in_sample"] = round(
+                statistics.fmean(r["perf_model"]["spearman_in_sample"] for r in mine if "perf_model" in r), 3
+            )
         out.append(entry)
     return out
+
+
+def _paired_vs_uniform(
+    rows: list[dict[str, Any]], mine: list[dict[str, Any]], adapter: str
+) -> dict[str, Any] | None:
+    """Accuracy difference to ``uniform`` on ``adapter`` run by run (same task, same seed, same
+    split): mean, its standard error and wins/pairs -- the task-to-task spread cancels out."""
+    base = {
+        (r["task"], r["seed"]): r["accuracy"]
+        for r in rows
+        if r["method"] == "uniform" and r["adapter"] == adapter
+    }
+    deltas = [r["accuracy"] - base[(r["task"], r["seed"])] for r in mine if (r["task"], r["seed"]) in base]
+    if not deltas or mine[0]["method"] == "uniform" and mine[0]["adapter"] == adapter:
+        return None
+    se = statistics.stdev(deltas) / len(deltas) ** 0.5 if len(deltas) > 1 else 0.0
+    return {
+        "baseline": f"uniform/{adapter}",
+        "mean": statistics.fmean(deltas),
+        "se": se,
+        "wins": sum(d > 0 for d in deltas),
+        "pairs": len(deltas),
+    }
 
 
 def markdown_table(results: dict[str, Any], command: str) -> str:
     """The README table: accuracy mean ± std (x100) per task, average, params, wall time."""
     tasks = results["config"]["tasks"]
-    head = ["method", "adapter", *tasks, "average", "trainable params", "wall s / run"]
+    head = [
+        "method",
+        "adapter",
+        *tasks,
+        "average",
+        "Δ vs uniform (paired)",
+        "trainable params",
+        "wall s / run",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in results["summary"]:
         cells = [e["method"], e["adapter"]]
         cells += [f"{100 * e[t]['mean']:.1f} ± {100 * e[t]['std']:.1f}" if t in e else "-" for t in tasks]
-        cells += [f"{100 * e['average']['mean']:.1f} ± {100 * e['average']['std']:.1f}", f"{e['trainable_params']:,}", f"{e['wall_s_per_run']:.1f}"]
+        paired = e.get("vs_uniform")
+        delta = (
+            f"{100 * paired['mean']:+.1f} ± {100 * paired['se']:.1f} ({paired['wins']}/{paired['pairs']} won)"
+            if paired
+            else "-"
+        )
+        cells += [
+            f"{100 * e['average']['mean']:.1f} ± {100 * e['average']['std']:.1f}",
+            delta,
+            f"{e['trainable_params']:,}",
+            f"{e['wall_s_per_run']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     cfg = results["config"]
     notes = [
@@ -242,6 +340,8 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
         f"{cfg['steps']} steps, batch {cfg['batch_size']}; budget = uniform LoRA rank {cfg['budget_rank']} for every adapter "
         f"(r_max {cfg['r_max']}); "
         f"lr {cfg['lr_adapter']} (adapters), {cfg['lr_full']} (full). Wall time includes hydra-rank's warm-up and probes.",
+        "Accuracy: mean ± std over tasks x seeds. Δ vs uniform: the same run's accuracy minus uniform's on the same adapter "
+        "(full: minus uniform/lora) for the same task and seed, mean ± standard error, and how many of the pairs it won.",
     ]
     rhos = [e for e in results["summary"] if "perf_model_spearman_loo" in e]
     for e in rhos:
@@ -252,7 +352,9 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def write_results(results: dict[str, Any], out_dir: str | Path, command: str, name: str = "ranks") -> tuple[Path, Path]:
+def write_results(
+    results: dict[str, Any], out_dir: str | Path, command: str, name: str = "ranks"
+) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"

@@ -1,0 +1,78 @@
+"""The linear-time XNNPACK grouping: every group convex, and the groups acyclic among themselves
+(checked by brute force on random DAGs and on a real joint graph)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import fx
+
+pytest.importorskip("executorch")
+
+from mobile_peft.export._partition import convex_groups  # noqa: E402
+
+
+def _random_dag(n: int, seed: int) -> tuple[fx.Graph, set[fx.Node]]:
+    rng = random.Random(seed)
+    graph = fx.Graph()
+    nodes = [graph.placeholder("x")]
+    for i in range(n):
+        k = rng.randint(1, min(3, len(nodes)))
+        nodes.append(
+            graph.call_function(
+                torch.add, tuple(rng.sample(nodes[-6:] if rng.random() < 0.7 else nodes, k)), name=f"n{i}"
+            )
+        )
+    graph.output(nodes[-1])
+    supported = {v for v in nodes[1:] if rng.random() < 0.5}
+    return graph, supported
+
+
+def _reach(graph: fx.Graph) -> dict[fx.Node, set[fx.Node]]:
+    """Transitive successors of every node (brute force)."""
+    down: dict[fx.Node, set[fx.Node]] = {}
+    for node in reversed(list(graph.nodes)):
+        down[node] = set()
+        for user in node.users:
+            down[node] |= {user} | down[user]
+    return down
+
+
+def _check(graph: fx.Graph, supported: set[fx.Node], groups: list[list[fx.Node]]) -> None:
+    placed = [n for g in groups for n in g]
+    assert sorted(placed, key=str) == sorted(supported, key=str) and len(placed) == len(set(placed))
+    down = _reach(graph)
+    group_of = {n: i for i, g in enumerate(groups) for n in g}
+    for i, group in enumerate(groups):
+        members = set(group)
+        # convex: nothing outside the group lies on a path between two of its members
+        outside_between = {w for a in members for w in down[a] if w not in members and down[w] & members}
+        assert not outside_between, f"group {i} is not convex"
+    # acyclic quotient: an edge between groups always runs from a lower index to a higher one
+    for node in graph.nodes:
+        for user in node.users:
+            if node in group_of and user in group_of and group_of[node] != group_of[user]:
+                assert group_of[node] < group_of[user]
+    for a in supported:
+        for b in down[a] & supported:
+            assert group_of[a] <= group_of[b], "a path from a later group back into an earlier one"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_dags(seed):
+    graph, supported = _random_dag(60, seed)
+    groups = convex_groups(graph, supported)
+    _check(graph, supported, groups)
+
+
+def test_merges_independent_neighbours():
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    q, k, v = (graph.call_function(torch.mm, (x, x), name=n) for n in "qkv")
+    s = graph.call_function(torch.softmax, (q, -1))
+    o = graph.call_function(torch.mm, (s, k), name="o")
+    graph.output((o, v))
+    groups = convex_groups(graph, {q, k, v, o})
+    assert [set(g) for g in groups] == [{q, k, v}, {o}]  # o depends on q through softmax
