@@ -44,7 +44,11 @@ def test_recovers_a_known_model_and_ranks_probe_losses(adapted):
     units = _units(adapted("lora", 8))
     rng = np.random.default_rng(0)
     signals = {u: float(rng.uniform(0.2, 2.0)) for u in units}
-    true = {"feature_names": list(pm.FEATURES), "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5], "intercept": 2.0}
+    true = {
+        "feature_names": list(pm.FEATURES),
+        "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5],
+        "intercept": 2.0,
+    }
     budget = sum(2 * u["params_per_rank"] for u in units.values())
     configs = []
     for _ in range(10):
@@ -73,7 +77,9 @@ def test_spearman():
 def test_plan_on_real_probes_reports_a_rank_correlation(adapted, small_data):
     model = adapted("lora", 8)
     budget = budget_from_rank(model, 2)
-    allocator = get_allocator("hydra-rank", warmup_steps=2, probes=4, probe_steps=2, probe_val=16, probe_batch_size=8)
+    allocator = get_allocator(
+        "hydra-rank", warmup_steps=2, probes=4, probe_steps=2, probe_val=16, probe_batch_size=8
+    )
     schedule = allocator.plan(model, *small_data, budget)
     perf = schedule.performance_model
     assert perf is not None and len(perf["probe_losses"]) == 4
@@ -89,10 +95,50 @@ def test_plan_on_real_probes_reports_a_rank_correlation(adapted, small_data):
 def test_a_min_rank_floor_that_would_eat_the_budget_is_dropped():
     """Two slots per module at a budget that rank 1 everywhere nearly exhausts (Hydra adapters at a
     LoRA-rank-2 budget): the search must be free to drop slots and move ranks, not return the floor."""
-    units = {f"m{i}:{s}": {"r_max": 8, "params_per_rank": 10} for i in range(4) for s in ("parallel", "sequential")}
+    units = {
+        f"m{i}:{s}": {"r_max": 8, "params_per_rank": 10} for i in range(4) for s in ("parallel", "sequential")
+    }
     signals = {u: (100.0 if u == "m0:parallel" else 1.0) for u in units}
-    model = {"weights": [-1.0] * len(pm.GROUPS) + [0.0], "intercept": 0.0, "feature_names": [*pm.GROUPS, "depth"]}
+    model = {
+        "weights": [-1.0] * len(pm.GROUPS) + [0.0],
+        "intercept": 0.0,
+        "feature_names": [*pm.GROUPS, "depth"],
+    }
     budget = 80  # rank 1 on all 8 slots would use all of it
     ranks = pm.propose_allocation(signals, model, units, budget, min_rank=1)
     assert sum(r * 10 for r in ranks.values()) <= budget * 1.01
     assert ranks["m0:parallel"] > 1 and min(ranks.values()) == 0
+
+
+def test_ridge_chosen_by_leave_one_out(adapted):
+    """Probes that carry a real per-group signal keep the corrections (a finite ridge); probes
+    that are noise around a constant fall back to the prior (infinite ridge: shared slope)."""
+    units = _units(adapted("lora", 8))
+    rng = np.random.default_rng(1)
+    signals = {u: float(rng.uniform(0.2, 2.0)) for u in units}
+    true = {
+        "feature_names": list(pm.FEATURES),
+        "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5],
+        "intercept": 2.0,
+    }
+    budget = sum(2 * u["params_per_rank"] for u in units.values())
+    configs = [
+        pm.propose_allocation(
+            signals,
+            {**true, "weights": [-float(np.exp(rng.normal())) for _ in pm.GROUPS] + [float(rng.normal())]},
+            units,
+            budget,
+        )
+        for _ in range(8)
+    ]
+    informative = pm.fit_performance_model(
+        configs, [pm.predict_loss(true, c, signals, units) for c in configs], signals, units
+    )
+    assert informative["ridge"] is not None and len(informative["ridge_selection"]["loo_mse"]) == len(
+        pm.RIDGE_GRID
+    )
+    noise = pm.fit_performance_model(configs, list(1.0 + rng.normal(0, 1e-2, len(configs))), signals, units)
+    assert noise["ridge"] is None  # prior only: one slope for every group, no depth term
+    assert len(set(noise["weights"][: len(pm.GROUPS)])) == 1 and noise["weights"][-1] == 0.0
+    assert min(noise["ridge_selection"]["loo_mse"]) == noise["ridge_selection"]["loo_mse"][-1]
+    json.loads(json.dumps(noise))  # no infinity in the serialised model

@@ -45,7 +45,12 @@ logger = logging.getLogger(__name__)
 
 
 def _units(schedule_modules: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    return {unit_key(m, s): dict(info) for m, slots in schedule_modules.items() for s, info in slots.items() if info["r_max"] > 0}
+    return {
+        unit_key(m, s): dict(info)
+        for m, slots in schedule_modules.items()
+        for s, info in slots.items()
+        if info["r_max"] > 0
+    }
 
 
 @torch.no_grad()
@@ -56,7 +61,9 @@ def _eval_loss(model: nn.Module, dataset: Any) -> float:
 
 
 @torch.no_grad()
-def grow_columns(layer: nn.Module, slot: str, old: int, new: int, generator: torch.Generator | None = None) -> None:
+def grow_columns(
+    layer: nn.Module, slot: str, old: int, new: int, generator: torch.Generator | None = None
+) -> None:
     """Re-initialise rank columns ``old..new-1`` of ``slot`` as fresh LoRA columns: the down rows
     kaiming-uniform (as ``nn.Linear``), the up columns zero -- the layer's output is unchanged and
     the active columns ``0..old-1`` keep their values."""
@@ -102,7 +109,9 @@ class HydraRankAllocator(Allocator):
         for j, ranks in enumerate(configs):
             work.load_state_dict(state)
             self._apply_units(work, ranks, previous=None)
-            probe = TrainConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1)
+            probe = TrainConfig(
+                steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1
+            )
             train(work, probe_train, probe)
             losses.append(_eval_loss(work, probe_val))
             logger.info("hydra-rank probe %d/%d: val loss %.4f", j + 1, len(configs), losses[-1])
@@ -113,7 +122,11 @@ class HydraRankAllocator(Allocator):
         perf["plan_signals"] = {u: round(v, 6) for u, v in sorted(signals.items())}
         # Search with the serialised (rounded) model and signals: a device replays it exactly.
         best = propose_allocation(perf["plan_signals"], perf, units, budget, min_rank=cfg.min_rank)
-        logger.info("hydra-rank model: spearman in-sample %.3f, loo %.3f", perf["fit"]["spearman_in_sample"], perf["fit"]["spearman_loo"])
+        logger.info(
+            "hydra-rank model: spearman in-sample %.3f, loo %.3f",
+            perf["fit"]["spearman_in_sample"],
+            perf["fit"]["spearman_loo"],
+        )
         schedule = schedule_from_ranks(model, self.name, adapter_kind(model), budget, ranks_by_module(best))
         schedule.performance_model = perf
         return schedule.validate()
@@ -122,7 +135,11 @@ class HydraRankAllocator(Allocator):
         rng = np.random.default_rng(self.config.seed)
         base = uniform.phases[0].ranks
         configs = [{u: base[split_unit(u)[0]][split_unit(u)[1]] for u in units}]
-        prior = {"weights": [-1.0] * len(GROUPS) + [0.0], "intercept": 0.0, "feature_names": [*GROUPS, "depth"]}
+        prior = {
+            "weights": [-1.0] * len(GROUPS) + [0.0],
+            "intercept": 0.0,
+            "feature_names": [*GROUPS, "depth"],
+        }
         configs.append(propose_allocation(signals, prior, units, budget, min_rank=self.config.min_rank))
         while len(configs) < self.config.probes:
             weights = [-float(np.exp(rng.normal(0.0, 1.0))) for _ in GROUPS] + [float(rng.normal(0.0, 1.0))]
@@ -187,6 +204,18 @@ class HydraRankReallocator:
         self.schedule.phases.append(Phase(step, ranks_by_module(new)))
         moved = sum(abs(new[u] - old[u]) for u in new)
         grown = sum(max(0, new[u] - old[u]) for u in new)
-        event = {"step": step, "ranks_moved": moved, "ranks_grown": grown, "predicted_loss": [round(before, 4), round(after, 4)]}
+        event = {
+            "step": step,
+            "ranks_moved": moved,
+            "ranks_grown": grown,
+            "predicted_loss": [round(before, 4), round(after, 4)],
+        }
         self.events.append(event)
-        logger.info("hydra-rank step %d: re-allocated %d rank units (%d grown), predicted loss %.4f -> %.4f", step, moved, grown, before, after)
+        logger.info(
+            "hydra-rank step %d: re-allocated %d rank units (%d grown), predicted loss %.4f -> %.4f",
+            step,
+            moved,
+            grown,
+            before,
+            after,
+        )

@@ -19,7 +19,8 @@ and the predicted validation loss is ``b + w . phi``. Fitting (ridge with a prio
 shared slope ``a`` is fitted first (``y ~ b + a * sum_g phi_g``: every group equally useful), then
 ridge-regularised per-feature corrections ``w = a + delta`` (``||delta||^2`` penalised), so a few
 probe runs can only move the model away from "rank goes where the gradients are" as far as the
-data supports. Each unit's marginal utility of one more rank is then
+data supports; the ridge strength is chosen by leave-one-out error over the probes, "prior only"
+(infinite ridge) included. Each unit's marginal utility of one more rank is then
 ``u_i * (log(2 + r) - log(1 + r))`` with ``u_i = -(w_g(i) + w_depth * d_i) * s_i`` (a loss
 decrease), and the allocation maximises the summed utility under the budget greedily (utility
 per parameter; concave gains make greedy optimal up to one rank).
@@ -70,7 +71,7 @@ def unit_group(unit: str) -> tuple[str, int]:
         tower = "language"
     match = _LAYER.search(path)
     layer = int(match.group(1)) if match else 0
-    kind = path[match.end():] if match else path
+    kind = path[match.end() :] if match else path
     return f"{tower}.{'mlp' if any(n in kind for n in _MLP) else 'attn'}", layer
 
 
@@ -109,17 +110,29 @@ def features(ranks: Mapping[str, int], signals: Mapping[str, float], units: Mapp
     return phi
 
 
+# Ridge strengths tried when none is given; ``inf`` keeps only the shared slope (the prior:
+# "rank goes where the gradients are"), which wins when the probes do not generalise.
+RIDGE_GRID = (0.3, 1.0, 3.0, math.inf)
+
+
 def fit_performance_model(
     configs: Sequence[Mapping[str, int]],
     losses: Sequence[float],
     signals: Mapping[str, float],
     units: Mapping[str, Unit],
-    ridge: float = 1.0,
+    ridge: float | None = None,
 ) -> dict[str, Any]:
     """Fit the model on probe runs: ``configs[j]`` (unit -> rank) reached validation loss
-    ``losses[j]``. Returns the serialisable model (JSON-safe dict)."""
-    core = _fit_core(configs, losses, signals, units, ridge)
+    ``losses[j]``. ``ridge=None`` picks the strength from :data:`RIDGE_GRID` with the smallest
+    leave-one-out squared error over the probes (the reported leave-one-out Spearman is then
+    optimistic: the same folds chose the ridge). Returns the serialisable model (JSON-safe)."""
     y = np.asarray(losses, dtype=float)
+    selection = None
+    if ridge is None:
+        errors = [_loo_squared_error(configs, y, signals, units, lam) for lam in RIDGE_GRID]
+        ridge = RIDGE_GRID[int(np.argmin(errors))]
+        selection = {"grid": [_ridge_json(v) for v in RIDGE_GRID], "loo_mse": [round(e, 8) for e in errors]}
+    core = _fit_core(configs, losses, signals, units, ridge)
     model = {
         "kind": MODEL_KIND,
         "version": MODEL_VERSION,
@@ -127,9 +140,11 @@ def fit_performance_model(
         "weights": [round(float(v), 6) for v in core["weights"]],
         "intercept": round(core["intercept"], 6),
         "prior_slope": round(core["prior_slope"], 6),
-        "ridge": ridge,
+        "ridge": _ridge_json(ridge),
         "signal": "rms_grad_per_rank",
     }
+    if selection is not None:
+        model["ridge_selection"] = selection
     pred = np.array([predict_loss(model, c, signals, units) for c in configs])
     model["fit"] = {
         "probes": len(configs),
@@ -137,6 +152,21 @@ def fit_performance_model(
         "spearman_loo": round(_loo_spearman(configs, y, signals, units, ridge), 4),
     }
     return model
+
+
+def _ridge_json(ridge: float) -> float | None:
+    return None if math.isinf(ridge) else ridge  # None: prior only (JSON has no infinity)
+
+
+def _loo_squared_error(configs, y, signals, units, ridge) -> float:
+    if len(configs) < 3:
+        return 0.0
+    errors = []
+    for j in range(len(configs)):
+        rest = [c for k, c in enumerate(configs) if k != j]
+        m = _fit_core(rest, np.delete(y, j), signals, units, ridge)
+        errors.append((predict_loss(m, configs[j], signals, units) - y[j]) ** 2)
+    return float(np.mean(errors))
 
 
 def _loo_spearman(configs, y, signals, units, ridge) -> float:
@@ -158,20 +188,39 @@ def _fit_core(configs, losses, signals, units, ridge) -> dict[str, Any]:
     tc, yc = total - total.mean(), y - y.mean()
     a = min(float((tc @ yc) / (tc @ tc)) if tc @ tc > 1e-12 else 0.0, 0.0)
     prior = np.array([a] * len(GROUPS) + [0.0])
+    if math.isinf(ridge):
+        return {
+            "weights": [float(v) for v in prior],
+            "intercept": float(y.mean() - x.mean(axis=0) @ prior),
+            "prior_slope": a,
+            "feature_names": list(FEATURES),
+        }
     xc = x - x.mean(axis=0)
     lam = ridge * (np.trace(xc.T @ xc) / x.shape[1] + 1e-12)
     w = prior + np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (yc - xc @ prior))
     b = float(y.mean() - x.mean(axis=0) @ w)
-    return {"weights": [float(v) for v in w], "intercept": b, "prior_slope": a, "feature_names": list(FEATURES)}
+    return {
+        "weights": [float(v) for v in w],
+        "intercept": b,
+        "prior_slope": a,
+        "feature_names": list(FEATURES),
+    }
 
 
-def predict_loss(model: Mapping[str, Any], ranks: Mapping[str, int], signals: Mapping[str, float], units: Mapping[str, Unit]) -> float:
+def predict_loss(
+    model: Mapping[str, Any],
+    ranks: Mapping[str, int],
+    signals: Mapping[str, float],
+    units: Mapping[str, Unit],
+) -> float:
     if list(model["feature_names"]) != list(FEATURES):
         raise ValueError(f"performance model features {model['feature_names']} differ from {list(FEATURES)}")
     return float(model["intercept"] + np.dot(model["weights"], features(ranks, signals, units)))
 
 
-def unit_utilities(model: Mapping[str, Any], signals: Mapping[str, float], units: Mapping[str, Unit]) -> dict[str, float]:
+def unit_utilities(
+    model: Mapping[str, Any], signals: Mapping[str, float], units: Mapping[str, Unit]
+) -> dict[str, float]:
     """``u_i``: predicted loss decrease per unit of ``log(1 + r_i)`` (before the common 1/Z)."""
     names = sorted(units)
     groups, depth = _layout(names)
