@@ -271,9 +271,11 @@ def summarise(rows: list[dict[str, Any]], tasks: tuple[str, ...]) -> list[dict[s
         ]
         if rhos:
             entry["perf_model_spearman_loo"] = round(statistics.fmean(rhos), 3)
-            entry["perf_model_spearman_in_sample"] = round(
-                statistics.fmean(r["perf_model"]["spearman_in_sample"] for r in mine if "perf_model" in r), 3
-            )
+            inside = [r["perf_model"]["spearman_in_sample"] for r in mine if "perf_model" in r]
+            inside = [
+                v for v in inside if v == v
+            ]  # nan: a prior-only model predicts one value for every probe
+            entry["perf_model_spearman_in_sample"] = round(statistics.fmean(inside), 3) if inside else None
         out.append(entry)
     return out
 
@@ -347,9 +349,13 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
     for e in rhos:
         notes.append(
             f"hydra-rank/{e['adapter']} performance model: Spearman (leave-one-out over probes) {e['perf_model_spearman_loo']:+.2f}, "
-            f"in-sample {e['perf_model_spearman_in_sample']:+.2f} (mean over runs)."
+            f"in-sample {_signed(e['perf_model_spearman_in_sample'])} (mean over runs)."
         )
     return "\n".join(lines + notes) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
 
 
 def write_results(

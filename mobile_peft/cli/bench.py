@@ -10,18 +10,31 @@ from pathlib import Path
 import torch
 
 from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
+from ..errors import ConfigError
 from ._ui import console, err_console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="Run a benchmark ('ranks': rank allocators at an equal budget).")
     p.add_argument("suite", choices=["ranks"], help="Which benchmark.")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go.")
+    p.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
+    )
     p.add_argument("--cache", default="benchmarks/.cache", help="Cache of the pre-trained base.")
-    p.add_argument("--tasks", default=None, help="Comma list of digits tasks (default: next-digit,rotated,parity).")
+    p.add_argument(
+        "--tasks", default=None, help="Comma list of digits tasks (default: next-digit,rotated,parity)."
+    )
     p.add_argument("--seeds", type=int, default=None, help="Number of seeds (default 3).")
     p.add_argument("--steps", type=int, default=None, help="Fine-tuning steps per run (default 40).")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the benchmark is specified on 2 cores).")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads (the benchmark is specified on 2 cores)."
+    )
+    p.add_argument(
+        "--hydra-ridge",
+        default=None,
+        help="hydra-rank performance-model ridge: a positive number, or 'loo' to choose it by leave-one-out over the probes (default: the allocator's, 1.0).",
+    )
+    p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
     p.set_defaults(run=run)
 
@@ -35,9 +48,15 @@ def run(args: argparse.Namespace) -> int:
         config.seeds = tuple(range(args.seeds))
     if args.steps:
         config.steps = args.steps
+    if args.hydra_ridge is not None:
+        config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
     argv = sys.argv[1:]
-    command = "mobile-peft " + " ".join(shlex.quote(a) for a in argv) if "bench" in argv else "mobile-peft bench ranks"
-    name = "ranks-smoke" if args.smoke else "ranks"
+    command = (
+        "mobile-peft " + " ".join(shlex.quote(a) for a in argv)
+        if "bench" in argv
+        else "mobile-peft bench ranks"
+    )
+    name = args.name or ("ranks-smoke" if args.smoke else "ranks")
     results = run_rank_bench(
         config,
         progress=lambda msg: err_console.print(msg, highlight=False),
@@ -47,3 +66,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(md_path.read_text(), markup=False, highlight=False)
     console.print(f"wrote {json_path} and {md_path}")
     return 0
+
+
+def _ridge(text: str) -> float | None:
+    if text == "loo":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--hydra-ridge {text!r}; expected a positive number or 'loo'.") from None

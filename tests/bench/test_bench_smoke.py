@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from mobile_peft.bench import run_rank_bench, smoke_config
 from mobile_peft.cli import main
 
@@ -15,7 +17,9 @@ def test_bench_smoke_runs_every_method_from_the_cli(tmp_path, capsys):
     results = json.loads((out / "ranks-smoke.json").read_text())
     assert results["complete"]
     methods = {(r["method"], r["adapter"]) for r in results["rows"]}
-    assert methods == {(a, ad) for a in ("uniform", "hydra-rank", "ard") for ad in ("lora", "hydra")} | {("full", "-")}
+    assert methods == {(a, ad) for a in ("uniform", "hydra-rank", "ard") for ad in ("lora", "hydra")} | {
+        ("full", "-")
+    }
     budgets = {r["budget_params"] for r in results["rows"] if r["method"] != "full"}
     assert len(budgets) == 1, "every adapter run has the same budget"
     for row in results["rows"]:
@@ -25,5 +29,42 @@ def test_bench_smoke_runs_every_method_from_the_cli(tmp_path, capsys):
     table = (out / "ranks-smoke.md").read_text()
     assert table.count("\n|") >= 8 and "hydra-rank" in table
     # the pre-trained base is cached: a second run does not pre-train again
-    again = run_rank_bench(replace(smoke_config(str(cache)), allocators=("uniform",), adapters=("lora",), full=False))
+    again = run_rank_bench(
+        replace(smoke_config(str(cache)), allocators=("uniform",), adapters=("lora",), full=False)
+    )
     assert again["base_cached"] and again["pretrain_seconds"] == 0.0 and len(again["rows"]) == 1
+
+
+def test_paired_delta_and_ridge_option():
+    from mobile_peft.bench.ranks import summarise
+    from mobile_peft.cli.bench import _ridge
+    from mobile_peft.errors import ConfigError
+
+    rows = [
+        {
+            "task": t,
+            "seed": s,
+            "method": m,
+            "adapter": "lora",
+            "accuracy": acc,
+            "trainable_params": 1,
+            "wall_s": 1.0,
+        }
+        for (t, s, m, acc) in [
+            ("a", 0, "uniform", 0.4),
+            ("a", 1, "uniform", 0.5),
+            ("a", 0, "hydra-rank", 0.6),
+            ("a", 1, "hydra-rank", 0.4),
+        ]
+    ]
+    entry = {e["method"]: e for e in summarise(rows, ("a",))}
+    paired = entry["hydra-rank"]["vs_uniform"]
+    assert (
+        abs(paired["mean"] - 0.05) < 1e-12
+        and abs(paired["se"] - 0.15) < 1e-12
+        and (paired["wins"], paired["pairs"]) == (1, 2)
+    )
+    assert "vs_uniform" not in entry["uniform"]
+    assert _ridge("loo") is None and _ridge("0.5") == 0.5
+    with pytest.raises(ConfigError, match="--hydra-ridge"):
+        _ridge("big")
