@@ -1,8 +1,10 @@
-"""``mobile-peft bench ranks``: the rank-allocation benchmark (see :mod:`mobile_peft.bench.ranks`)."""
+"""``mobile-peft bench ranks|export``: the rank-allocation benchmark (:mod:`mobile_peft.bench.ranks`)
+and the export benchmark (:mod:`mobile_peft.bench.exports`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -15,8 +17,11 @@ from ._ui import console, err_console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="Run a benchmark ('ranks': rank allocators at an equal budget).")
-    p.add_argument("suite", choices=["ranks"], help="Which benchmark.")
+    p = sub.add_parser(
+        "bench",
+        help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory).",
+    )
+    p.add_argument("suite", choices=["ranks", "export"], help="Which benchmark.")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
     )
@@ -36,11 +41,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
+    g = p.add_argument_group("export benchmark")
+    g.add_argument("--preset", default="smolvlm-256m", help="Model preset (random weights, built once).")
+    g.add_argument("--formats", default="pte,onnx,coreml", help="Comma list of bundle formats.")
+    g.add_argument("--adapters", default="lora", help="Comma list of adapters (lora,hydra).")
+    g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
+    g.add_argument("--rank", type=int, default=8, help="Adapter rank.")
+    g.add_argument("--batch-size", type=int, default=1, help="Batch size fixed in the bundles.")
     p.set_defaults(run=run)
+
+
+def _command() -> str:
+    argv = sys.argv[1:]
+    return "mobile-peft " + " ".join(shlex.quote(a) for a in argv) if "bench" in argv else "mobile-peft bench"
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    if args.suite == "export":
+        return _run_export(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
     if args.tasks:
         config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -50,12 +69,7 @@ def run(args: argparse.Namespace) -> int:
         config.steps = args.steps
     if args.hydra_ridge is not None:
         config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
-    argv = sys.argv[1:]
-    command = (
-        "mobile-peft " + " ".join(shlex.quote(a) for a in argv)
-        if "bench" in argv
-        else "mobile-peft bench ranks"
-    )
+    command = _command()
     name = args.name or ("ranks-smoke" if args.smoke else "ranks")
     results = run_rank_bench(
         config,
@@ -75,3 +89,27 @@ def _ridge(text: str) -> float | None:
         return float(text)
     except ValueError:
         raise ConfigError(f"--hydra-ridge {text!r}; expected a positive number or 'loo'.") from None
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from ..bench.exports import ExportBenchConfig, export_markdown, run_export_bench
+
+    config = ExportBenchConfig(
+        preset=args.preset,
+        quant=args.quant,
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+        adapters=tuple(a.strip() for a in args.adapters.split(",") if a.strip()),
+        rank=args.rank,
+        batch_size=args.batch_size,
+        work_dir=str(Path(args.cache) / "exports"),
+    )
+    results = run_export_bench(config)
+    command = _command()
+    name = args.name or "exports"
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / f"{name}.json", args.out / f"{name}.md"
+    json_path.write_text(json.dumps({"command": command, **results}, indent=1) + "\n")
+    md_path.write_text(export_markdown(results, command))
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path}")
+    return 0 if all(r["exports"] for r in results["rows"]) else 1

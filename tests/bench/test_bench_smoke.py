@@ -68,3 +68,36 @@ def test_paired_delta_and_ridge_option():
     assert _ridge("loo") is None and _ridge("0.5") == 0.5
     with pytest.raises(ConfigError, match="--hydra-ridge"):
         _ridge("big")
+
+
+def test_export_bench_smoke(tmp_path):
+    """tiny, onnx only: each export runs in its own process and reports size, time and peak RSS."""
+    out = tmp_path / "out"
+    argv = [
+        "bench",
+        "export",
+        "--preset",
+        "tiny",
+        "--formats",
+        "onnx",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--name",
+        "ex",
+    ]
+    assert main(argv) == 0
+    results = json.loads((out / "ex.json").read_text())
+    (row,) = results["rows"]
+    assert row["exports"] and row["format"] == "onnx" and row["total_bytes"] == sum(row["sizes"].values())
+    assert row["peak_rss_bytes"] > 50e6 and row["export_seconds"] > 0
+    assert "| tiny | int8 | lora | onnx | yes |" in (out / "ex.md").read_text()
+
+
+def test_export_bench_records_a_failed_export(tmp_path):
+    from mobile_peft.bench.exports import ExportBenchConfig, run_export_bench
+
+    config = ExportBenchConfig(preset="tiny", formats=("no-such-format",), work_dir=str(tmp_path))
+    (row,) = run_export_bench(config)["rows"]
+    assert not row["exports"] and row["returncode"] != 0 and "no-such-format" in row["error"]
