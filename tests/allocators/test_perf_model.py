@@ -39,21 +39,31 @@ def test_perf_model_module_runs_without_torch():
     assert importlib.util.find_spec("numpy") is not None
 
 
+TRUE_MODEL = {
+    "feature_names": list(pm.FEATURES),
+    "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5],
+    "intercept": 2.0,
+}
+
+
+def _synthetic_probes(units, seed: int, n: int):
+    """``n`` budget-feasible probe configurations proposed by random models around
+    :data:`TRUE_MODEL`; returns (rng, signals, budget, configs)."""
+    rng = np.random.default_rng(seed)
+    signals = {u: float(rng.uniform(0.2, 2.0)) for u in units}
+    budget = sum(2 * u["params_per_rank"] for u in units.values())
+    configs = []
+    for _ in range(n):
+        w = [-float(np.exp(rng.normal())) for _ in pm.GROUPS] + [float(rng.normal())]
+        configs.append(pm.propose_allocation(signals, {**TRUE_MODEL, "weights": w}, units, budget))
+    return rng, signals, budget, configs
+
+
 def test_recovers_a_known_model_and_ranks_probe_losses(adapted):
     """Synthetic probes from a known utility: fitted predictions order them (Spearman >= 0.9)."""
     units = _units(adapted("lora", 8))
-    rng = np.random.default_rng(0)
-    signals = {u: float(rng.uniform(0.2, 2.0)) for u in units}
-    true = {
-        "feature_names": list(pm.FEATURES),
-        "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5],
-        "intercept": 2.0,
-    }
-    budget = sum(2 * u["params_per_rank"] for u in units.values())
-    configs = []
-    for _ in range(10):
-        w = [-float(np.exp(rng.normal())) for _ in pm.GROUPS] + [float(rng.normal())]
-        configs.append(pm.propose_allocation(signals, {**true, "weights": w}, units, budget))
+    rng, signals, budget, configs = _synthetic_probes(units, seed=0, n=10)
+    true = TRUE_MODEL
     losses = [pm.predict_loss(true, c, signals, units) + rng.normal(0, 1e-3) for c in configs]
     model = pm.fit_performance_model(configs, losses, signals, units, ridge=0.01)
     assert model["fit"]["spearman_in_sample"] >= 0.9
@@ -114,25 +124,9 @@ def test_ridge_chosen_by_leave_one_out(adapted):
     """Probes that carry a real per-group signal keep the corrections (a finite ridge); probes
     that are noise around a constant fall back to the prior (infinite ridge: shared slope)."""
     units = _units(adapted("lora", 8))
-    rng = np.random.default_rng(1)
-    signals = {u: float(rng.uniform(0.2, 2.0)) for u in units}
-    true = {
-        "feature_names": list(pm.FEATURES),
-        "weights": [-0.5, -2.0, -0.2, -1.0, -3.0, 0.5],
-        "intercept": 2.0,
-    }
-    budget = sum(2 * u["params_per_rank"] for u in units.values())
-    configs = [
-        pm.propose_allocation(
-            signals,
-            {**true, "weights": [-float(np.exp(rng.normal())) for _ in pm.GROUPS] + [float(rng.normal())]},
-            units,
-            budget,
-        )
-        for _ in range(8)
-    ]
+    rng, signals, _, configs = _synthetic_probes(units, seed=1, n=8)
     informative = pm.fit_performance_model(
-        configs, [pm.predict_loss(true, c, signals, units) for c in configs], signals, units
+        configs, [pm.predict_loss(TRUE_MODEL, c, signals, units) for c in configs], signals, units
     )
     assert informative["ridge"] is not None and len(informative["ridge_selection"]["loo_mse"]) == len(
         pm.RIDGE_GRID
