@@ -39,11 +39,28 @@ from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPar
 from torch.fx import Node
 from torch.fx.passes.infra.partitioner import Partition
 
+from . import _fuse
+
 __all__ = ["LinearTimeXnnpackPartitioner", "convex_groups"]
 
 
 class LinearTimeXnnpackPartitioner(XnnpackPartitioner):
-    """``XnnpackPartitioner`` with :func:`convex_groups` in place of the O(N^2) merge."""
+    """``XnnpackPartitioner`` with :func:`convex_groups` in place of the O(N^2) merge.
+
+    ``defer_codegen``: hand the tagged program back on a
+    :class:`~._fuse.DeferredCodeGraphModule`, so fusing each delegate does not regenerate the
+    whole graph's Python source (see :mod:`._fuse`).
+    """
+
+    def __init__(self, *args: Any, defer_codegen: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.defer_codegen = defer_codegen
+
+    def partition(self, exported_program: Any) -> Any:
+        result = super().partition(exported_program)
+        if self.defer_codegen:
+            _fuse.defer_codegen(result.tagged_exported_program)
+        return result
 
     def generate_partitions(self, ep: Any) -> list[Partition]:
         matched = self.get_matched_nodes_from_configs(ep)

@@ -22,6 +22,7 @@ reach the weights the next step uses) - the same loop as ExecuTorch's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ import torch
 
 from mobile_peft.errors import MissingExtraError
 
-from . import contract
+from . import _fuse, contract
 
 __all__ = ["PteTrainer", "capture", "export_pte", "joint_graph", "lower", "serialise"]
 
@@ -63,7 +64,11 @@ def _rewrite_empty_permuted(ep: torch.export.ExportedProgram) -> None:
                 new = graph.call_function(
                     torch.ops.aten.empty.memory_format,
                     (size,),
-                    {k: v for k, v in node.kwargs.items() if k in ("dtype", "device", "layout", "pin_memory")},
+                    {
+                        k: v
+                        for k, v in node.kwargs.items()
+                        if k in ("dtype", "device", "layout", "pin_memory")
+                    },
                 )
             new.meta = dict(node.meta)
             node.replace_all_uses_with(new)
@@ -87,8 +92,14 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
 _XNNPACK_CONFIGS = ("LinearConfig", "AddmmConfig", "MMConfig")
 
 
-def lower(programs: dict[str, torch.export.ExportedProgram], xnnpack: bool = True) -> Any:
-    """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``."""
+def lower(
+    programs: dict[str, torch.export.ExportedProgram], xnnpack: bool = True, fast_fusion: bool = True
+) -> Any:
+    """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``.
+
+    ``fast_fusion``: fuse delegates without re-copying and re-generating the whole graph per
+    delegate (:mod:`._fuse`; the same program, in time linear in the graph). False runs
+    ExecuTorch's own fusion, for comparison."""
     _require_executorch()
     from executorch.exir import EdgeCompileConfig, to_edge, to_edge_transform_and_lower
 
@@ -100,8 +111,11 @@ def lower(programs: dict[str, torch.export.ExportedProgram], xnnpack: bool = Tru
     from ._partition import LinearTimeXnnpackPartitioner
 
     configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in _XNNPACK_CONFIGS]
-    partitioner = LinearTimeXnnpackPartitioner(configs=configs, force_non_static_weights_for_f32_linear=True)
-    return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
+    partitioner = LinearTimeXnnpackPartitioner(
+        configs=configs, force_non_static_weights_for_f32_linear=True, defer_codegen=fast_fusion
+    )
+    with _fuse.fast_fusion() if fast_fusion else contextlib.nullcontext():
+        return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 
 def serialise(edge: Any, out_dir: str | Path) -> tuple[Path, Path]:
@@ -118,13 +132,22 @@ def serialise(edge: Any, out_dir: str | Path) -> tuple[Path, Path]:
         program.write_tensor_data_to_file(tmp)
         written = sorted(Path(tmp).glob("*.ptd"))
         if len(written) != 1:
-            raise RuntimeError(f"ExecuTorch wrote {len(written)} .ptd files ({[p.name for p in written]}); expected one.")
+            raise RuntimeError(
+                f"ExecuTorch wrote {len(written)} .ptd files ({[p.name for p in written]}); expected one."
+            )
         ptd = out_dir / contract.PTD_FILE
         shutil.move(str(written[0]), ptd)
     return pte, ptd
 
 
-def export_pte(train_module: torch.nn.Module, eval_module: torch.nn.Module, train_inputs: tuple, eval_inputs: tuple, out_dir: str | Path, xnnpack: bool = True) -> dict[str, Any]:
+def export_pte(
+    train_module: torch.nn.Module,
+    eval_module: torch.nn.Module,
+    train_inputs: tuple,
+    eval_inputs: tuple,
+    out_dir: str | Path,
+    xnnpack: bool = True,
+) -> dict[str, Any]:
     """capture -> joint graph -> lower -> serialise; returns what the manifest records."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
@@ -165,7 +188,9 @@ class PteTrainer:
         """The runtime's trainable tensors (needs one :meth:`forward_backward` first)."""
         return self.module.named_parameters()
 
-    def evaluate(self, inputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> tuple[float, torch.Tensor]:
+    def evaluate(
+        self, inputs: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]
+    ) -> tuple[float, torch.Tensor]:
         """``eval`` method: (loss, logits) at the given masks and adapter tensors."""
         loss, logits = self.module.model.run_method(contract.METHOD_EVAL, [*inputs, *weights])
         return float(loss), logits

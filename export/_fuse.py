@@ -1,0 +1,165 @@
+"""Delegate fusion whose cost does not grow as graph size x number of delegates.
+
+Why: ExecuTorch fuses each XNNPACK partition into the graph with ``create_submodule_from_nodes``,
+which then calls ``torch.fx.passes.tools_common.legalize_graph`` on the *whole* graph: a fresh
+``Graph`` with every node copied in Kahn order, assigned to the module, which regenerates and
+``exec``s the Python source of the whole graph. Once per delegate, that is O(nodes x delegates):
+on ``smolvlm-256m`` cut to 1+2 layers with Hydra adapters (139 delegates), 34 of the 132 s of
+lowering; at the full 42 layers it grows ~200x while the rest grows ~14x, so it dominates (the
+full Hydra export was still lowering after 65 min). ExecuTorch also formats the whole graph
+module into a ``logging.debug`` f-string per delegate, which regenerates the source again.
+
+What this does, producing the same graph (tests compare the ``.pte`` bytes):
+
+* :func:`legalize_in_place` computes exactly ``legalize_graph``'s order (same Kahn queue over the
+  same ``users`` order, same prioritised ops), then relinks the existing nodes into it and
+  re-orders every ``users`` dict as copying would have -- no node copies, no new ``Graph``.
+* :class:`DeferredCodeGraphModule` is torch's ``_LazyGraphModule`` (source generated on first
+  use, not on every ``recompile``) whose ``str()`` does not force that generation. The
+  partitioner hands ExecuTorch the tagged program on one of these
+  (:func:`defer_codegen`); ExecuTorch rebuilds an ordinary ``GraphModule`` when it wraps the
+  lowered program, so nothing outside lowering sees it.
+* :func:`fast_fusion` swaps :func:`legalize_in_place` in for the ``legalize_graph`` name that
+  ExecuTorch's fusion uses, for the duration of one lowering, and only when that name is still
+  torch's function (a later ExecuTorch that changes it is left alone).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+
+__all__ = [
+    "DeferredCodeGraphModule",
+    "defer_codegen",
+    "fast_fusion",
+    "legalize_in_place",
+    "topological_order",
+]
+
+logger = logging.getLogger(__name__)
+
+# legalize_graph puts these at the front of its queue (runtime assertions before data-dependent
+# ops); the same rule keeps the order identical.
+_PRIORITISED = frozenset(
+    {
+        operator.add,
+        operator.mul,
+        operator.sub,
+        operator.floordiv,
+        operator.truediv,
+        operator.mod,
+        operator.le,
+        operator.lt,
+        operator.ge,
+        operator.gt,
+        operator.eq,
+        operator.ne,
+        torch.ops.aten.sym_constrain_range.default,
+        torch.ops.aten.sym_constrain_range_for_size.default,
+        torch.ops.aten._assert_async.msg,
+        torch.ops.aten.scalar_tensor.default,
+        torch.ops.aten._assert_scalar.default,
+    }
+)
+
+
+def topological_order(graph: torch.fx.Graph) -> list[Node]:
+    """The order ``legalize_graph`` gives ``graph``'s nodes (Kahn; FIFO queue, prioritised ops
+    first). Raises ``RuntimeError`` naming the nodes on a cycle."""
+    nodes = list(graph.nodes)
+    indeg = dict.fromkeys(nodes, 0)
+    for node in nodes:
+        for user in node.users:
+            indeg[user] += 1
+    queue = collections.deque(node for node in nodes if indeg[node] == 0)
+    order: list[Node] = []
+    while queue:
+        current = queue.popleft()
+        order.append(current)
+        for user in current.users:
+            indeg[user] -= 1
+            if indeg[user] == 0:
+                if user.op == "call_function" and user.target in _PRIORITISED:
+                    queue.appendleft(user)
+                else:
+                    queue.append(user)
+    if len(order) < len(nodes):
+        raise RuntimeError(f"Input graph has cycles, unable to add {[n for n in indeg if indeg[n] != 0]}")
+    return order
+
+
+def legalize_in_place(gm: GraphModule) -> GraphModule:
+    """``legalize_graph`` without copying: same resulting node order and ``users`` order."""
+    order = topological_order(gm.graph)
+    position = {node: i for i, node in enumerate(order)}
+    cursor = gm.graph._root  # the sentinel before the first node
+    for node in order:
+        if cursor._next is not node:
+            cursor.append(node)
+        cursor = node
+    # A copied graph registers each node's users in the order the users were copied.
+    for node in order:
+        if len(node.users) > 1:
+            ordered = sorted(node.users.items(), key=lambda item: position[item[0]])
+            node.users.clear()
+            node.users.update(ordered)
+    gm.recompile()
+    return gm
+
+
+try:  # torch's lazily compiled GraphModule (private; used by inductor)
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+except ImportError:  # pragma: no cover - older/newer torch without it
+    _LazyGraphModule = None
+
+
+if _LazyGraphModule is not None:
+
+    class DeferredCodeGraphModule(_LazyGraphModule):
+        """A ``GraphModule`` that generates its Python source when it is run or its ``code`` is
+        read, not at every ``recompile`` -- and not for ``str()``, which ExecuTorch evaluates for
+        a debug log line per delegate."""
+
+        def __str__(self) -> str:
+            return f"{type(self).__name__}({len(self.graph.nodes)} nodes; source generated on use)"
+
+else:  # pragma: no cover
+    DeferredCodeGraphModule = None
+
+
+def defer_codegen(program: Any) -> None:
+    """Put ``program`` (an ``ExportedProgram``) on a :class:`DeferredCodeGraphModule` over the
+    same graph; a no-op when torch has no lazy graph module."""
+    if DeferredCodeGraphModule is None or isinstance(program.graph_module, DeferredCodeGraphModule):
+        return
+    gm = program.graph_module
+    deferred = DeferredCodeGraphModule(gm, gm.graph)
+    deferred.meta = dict(gm.meta)
+    program._graph_module = deferred
+
+
+@contextlib.contextmanager
+def fast_fusion() -> Iterator[bool]:
+    """Within the block, ExecuTorch's delegate fusion legalises in place. Yields whether the swap
+    was made (False when ExecuTorch no longer uses torch's ``legalize_graph`` there)."""
+    from executorch.exir import lowered_backend_module as fusion
+    from torch.fx.passes import tools_common
+
+    original = getattr(fusion, "legalize_graph", None)
+    if original is not tools_common.legalize_graph:
+        logger.debug("ExecuTorch's fusion does not call torch's legalize_graph; leaving it as is")
+        yield False
+        return
+    fusion.legalize_graph = legalize_in_place
+    try:
+        yield True
+    finally:
+        fusion.legalize_graph = original

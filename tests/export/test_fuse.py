@@ -1,0 +1,103 @@
+"""In-place legalisation and deferred code generation give the same graphs and programs as
+ExecuTorch's own delegate fusion (export/_fuse.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import random
+
+import pytest
+import torch
+from torch.fx import Graph, GraphModule
+from torch.fx.passes.tools_common import legalize_graph
+
+from mobile_peft.export import _fuse
+from mobile_peft.export.bundle import _io
+from mobile_peft.export.wrappers import TrainingWrapper
+
+from .conftest import BATCH
+
+
+def scrambled_dag(seed: int, size: int = 40) -> GraphModule:
+    """A random DAG of adds/muls with several readers per value (some ``operator.add``, which
+    legalisation queues first), then nodes moved out of order (what fusing a delegate does)."""
+    rng = random.Random(seed)
+    graph = Graph()
+    values = [graph.placeholder(f"x{i}") for i in range(3)]
+    for _ in range(size):
+        a, b = rng.sample(values, 2)
+        values.append(graph.call_function(rng.choice([torch.add, torch.mul, operator.add]), (a, b)))
+    graph.output(tuple(values[-3:]))
+    body = [n for n in graph.nodes if n.op == "call_function"]
+    for node in rng.sample(body, size // 3):
+        rng.choice(body).prepend(node)  # may put a node before its own inputs
+    return GraphModule(torch.nn.Module(), graph)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_legalize_in_place_matches_torch(seed):
+    expected, actual = scrambled_dag(seed), scrambled_dag(seed)
+    legalize_graph(expected)
+    _fuse.legalize_in_place(actual)
+
+    def layout(gm):
+        return [(n.name, [u.name for u in n.users]) for n in gm.graph.nodes]
+
+    assert layout(actual) == layout(expected)
+    actual.graph.lint()
+    inputs = [torch.randn(3) for _ in range(3)]
+    for got, want in zip(actual(*inputs), expected(*inputs), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_cycle_is_reported():
+    gm = scrambled_dag(0)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    first, last = nodes[0], nodes[-1]
+    first.args = (last, first.args[1])
+    with pytest.raises(RuntimeError, match="cycles"):
+        _fuse.legalize_in_place(gm)
+
+
+def test_deferred_module_generates_source_on_use_only():
+    plain = scrambled_dag(1)
+    legalize_graph(plain)
+    deferred = _fuse.DeferredCodeGraphModule(plain, plain.graph)
+    deferred.recompile()
+    assert "source generated on use" in str(deferred)
+    assert type(deferred)._needs_recompile()  # str() did not generate it
+    inputs = [torch.randn(3) for _ in range(3)]
+    for got, want in zip(deferred(*inputs), plain(*inputs), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_fast_fusion_swaps_only_torchs_function_and_restores_it():
+    pytest.importorskip("executorch")
+    from executorch.exir import lowered_backend_module as fusion
+
+    original = fusion.legalize_graph
+    with _fuse.fast_fusion() as swapped:
+        assert swapped and fusion.legalize_graph is _fuse.legalize_in_place
+    assert fusion.legalize_graph is original
+    fusion.legalize_graph = lambda gm: gm  # a later ExecuTorch with its own function
+    try:
+        with _fuse.fast_fusion() as swapped:
+            assert not swapped
+    finally:
+        fusion.legalize_graph = original
+
+
+def test_fast_fusion_writes_the_same_program(lora_model, tmp_path):
+    """The joint training graph lowered with and without the fast path: identical .pte bytes."""
+    pytest.importorskip("executorch")
+    from mobile_peft.export import pte
+
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    digests = {}
+    for fast in (True, False):
+        joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+        program, data = pte.serialise(pte.lower({"forward": joint}, fast_fusion=fast), tmp_path / str(fast))
+        digests[fast] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (program, data)]
+    assert digests[True] == digests[False]
