@@ -22,6 +22,12 @@ What this does, producing the same graph (tests compare the ``.pte`` bytes):
 * :func:`fast_fusion` swaps :func:`legalize_in_place` in for the ``legalize_graph`` name that
   ExecuTorch's fusion uses, for the duration of one lowering, and only when that name is still
   torch's function (a later ExecuTorch that changes it is left alone).
+
+Measured (``smolvlm-256m`` int8, Hydra r8, batch 1, 2 cores): cut to 4+8 layers, lowering 169 s
+instead of 429 s and 1.07 GB peak instead of 1.79 GB, the same ``.pte``/``.ptd`` bytes; the full
+model exports in 24 min at 3.3 GB peak RSS (the old path was still lowering after 65 min at
+9.3 GB). The rest of lowering is linear: ``to_edge`` over the graph and XNNPACK's own passes per
+delegate (~0.2 s each).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ Bitsets are Python ints: N x P bits (a few MB at full size).
 Candidates are local (a producer's, a sibling's or one of the last few partitions opened), so a
 delegate does not pull distant work together and extend tensor lifetimes. Measured: 70 delegates
 where upstream made 54 (1+2 layers); at 4+8 layers lowering peaks at 1.26 GB instead of 2.57 GB
-in about the same time (203 s vs 188 s); the full ``smolvlm-256m`` exports at 6.6 GB peak RSS.
+in about the same time (203 s vs 188 s); the full ``smolvlm-256m`` exported at 6.6 GB peak RSS
+(before :mod:`._fuse` took the per-delegate re-legalisation out: 3.3 GB with Hydra adapters now).
 
 Groups with more than one op (configs that pull dependencies in) fall back to the upstream
 partitioner; the linear/addmm/mm configs used for training match single ops.

@@ -96,8 +96,12 @@ def prepare_model(
     adapter: str = "lora",
     rank: int = 8,
     adapter_dir: str | Path | None = None,
+    seed: int = 0,
 ) -> tuple[nn.Module, Any]:
-    """A copy of the model (never the caller's object) with adapters, quantised as asked."""
+    """A copy of the model (never the caller's object) with adapters, quantised as asked.
+
+    Default adapters are initialised from ``seed`` (without touching the global RNG), so the same
+    command writes the same bundle bytes."""
     if isinstance(source, tuple):
         model, tokenizer = source
         model = copy.deepcopy(model)
@@ -113,7 +117,9 @@ def prepare_model(
         if adapter_dir is not None:
             load_adapter(model, adapter_dir)
         else:
-            apply_adapters(model, make_adapter_config(adapter, rank, None, model.config.default_targets))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                apply_adapters(model, make_adapter_config(adapter, rank, None, model.config.default_targets))
     elif adapter_dir is not None:
         raise ConfigError("the model already carries adapters; drop adapter_dir (or pass the base model).")
     model.eval()
@@ -308,6 +314,7 @@ def export_bundle(
     xnnpack: bool = True,
     make_zip: bool = False,
     answers: list[str] | None = None,
+    seed: int = 0,
 ) -> BundleResult:
     """Export a trainable bundle of format ``fmt`` (:data:`~.contract.FORMATS`) to ``out``.
 
@@ -315,6 +322,8 @@ def export_bundle(
     quantise a float backbone first (none|int8|int4). ``schedule``: a ``RankSchedule`` or its
     JSON path. ``lr`` overrides the format's default optimiser learning rate. ``answers``
     (coreml): the fixed answer vocabulary of the updatable head (default: the digit names).
+    ``seed``: initialisation of the default adapters (when ``source`` has none and no
+    ``adapter_dir`` is given).
     """
     if fmt not in contract.FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; expected one of {contract.FORMATS}.")
@@ -325,7 +334,7 @@ def export_bundle(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory {out} exists and is not empty; choose a new --out or delete it.")
     start = time.perf_counter()
-    model, tokenizer = prepare_model(source, quant, adapter, rank, adapter_dir)
+    model, tokenizer = prepare_model(source, quant, adapter, rank, adapter_dir, seed)
     sched = _schedule(model, schedule)
     out.mkdir(parents=True, exist_ok=True)
     pad_id = special_token_ids(tokenizer, model.config.input_spec)[0]

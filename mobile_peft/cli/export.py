@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter-dir", type=Path, default=None, help="Saved adapter to start from (save_adapter format).")
     p.add_argument("--adapter", choices=ADAPTERS.names(), default="lora", help="Default adapters when no --adapter-dir is given.")
     p.add_argument("--rank", type=int, default=8, help="Rank of the default adapters.")
+    p.add_argument("--seed", type=int, default=0, help="Initialisation seed of the default adapters (default 0).")
     p.add_argument("--batch-size", type=int, default=8, help="Batch size fixed in the exported graphs.")
     p.add_argument("--lr", type=float, default=None, help="Optimiser learning rate recorded in the manifest.")
     p.add_argument("--no-xnnpack", action="store_true", help="pte: portable kernels only (slow; for debugging).")
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         xnnpack=not args.no_xnnpack,
         make_zip=args.zip,
+        seed=args.seed,
     )
     summary = {
         "format": args.format,
