@@ -13,18 +13,44 @@ from ._ui import console, human_bytes, print_json, table
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..export import contract
 
-    p = sub.add_parser("export", help="Export a trainable bundle: ExecuTorch .pte(+.ptd), ONNX Runtime training artifacts or Core ML.")
-    p.add_argument("model_dir", type=Path, help="Model directory (mobile-peft build / LLaVA / MobileVLM checkpoint).")
+    p = sub.add_parser(
+        "export",
+        help="Export a trainable bundle: ExecuTorch .pte(+.ptd), ONNX Runtime training artifacts or Core ML.",
+    )
+    p.add_argument(
+        "model_dir", type=Path, help="Model directory (mobile-peft build / LLaVA / MobileVLM checkpoint)."
+    )
     p.add_argument("--format", choices=contract.FORMATS, required=True)
-    p.add_argument("--quant", choices=QUANT_MODES, default=None, help="Quantise a float backbone first (default: as stored).")
-    p.add_argument("--schedule", type=Path, default=None, help="Rank schedule JSON (mobile-peft plan); default: the adapters' current ranks.")
-    p.add_argument("--adapter-dir", type=Path, default=None, help="Saved adapter to start from (save_adapter format).")
-    p.add_argument("--adapter", choices=ADAPTERS.names(), default="lora", help="Default adapters when no --adapter-dir is given.")
+    p.add_argument(
+        "--quant",
+        choices=QUANT_MODES,
+        default=None,
+        help="Quantise a float backbone first (default: as stored).",
+    )
+    p.add_argument(
+        "--schedule",
+        type=Path,
+        default=None,
+        help="Rank schedule JSON (mobile-peft plan); default: the adapters' current ranks.",
+    )
+    p.add_argument(
+        "--adapter-dir", type=Path, default=None, help="Saved adapter to start from (save_adapter format)."
+    )
+    p.add_argument(
+        "--adapter",
+        choices=ADAPTERS.names(),
+        default="lora",
+        help="Default adapters when no --adapter-dir is given.",
+    )
     p.add_argument("--rank", type=int, default=8, help="Rank of the default adapters.")
-    p.add_argument("--seed", type=int, default=0, help="Initialisation seed of the default adapters (default 0).")
+    p.add_argument(
+        "--seed", type=int, default=0, help="Initialisation seed of the default adapters (default 0)."
+    )
     p.add_argument("--batch-size", type=int, default=8, help="Batch size fixed in the exported graphs.")
     p.add_argument("--lr", type=float, default=None, help="Optimiser learning rate recorded in the manifest.")
-    p.add_argument("--no-xnnpack", action="store_true", help="pte: portable kernels only (slow; for debugging).")
+    p.add_argument(
+        "--no-xnnpack", action="store_true", help="pte: portable kernels only (slow; for debugging)."
+    )
     p.add_argument("--zip", action="store_true", help="Also write BUNDLE.zip.")
     p.add_argument("--out", type=Path, required=True, help="Bundle directory to create.")
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -62,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [(name, human_bytes(size)) for name, size in result.sizes.items()]
     rows.append(("total", human_bytes(result.total_bytes)))
-    console.print(table(f"{args.format} bundle {result.path} ({summary['seconds']} s)", ["file", "size"], rows))
+    console.print(
+        table(f"{args.format} bundle {result.path} ({summary['seconds']} s)", ["file", "size"], rows)
+    )
     if result.zip_path:
         console.print(f"zip: {result.zip_path}")
     return 0

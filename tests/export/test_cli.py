@@ -15,7 +15,22 @@ def test_export_then_inspect(tmp_path, capsys):
     model_dir, bundle = tmp_path / "model", tmp_path / "bundle"
     assert main(["build", "--preset", "tiny", "--quant", "int8", "--out", str(model_dir), "--json"]) == 0
     capsys.readouterr()
-    args = ["export", str(model_dir), "--format", "onnx", "--adapter", "hydra", "--rank", "2", "--batch-size", "1", "--zip", "--out", str(bundle), "--json"]
+    args = [
+        "export",
+        str(model_dir),
+        "--format",
+        "onnx",
+        "--adapter",
+        "hydra",
+        "--rank",
+        "2",
+        "--batch-size",
+        "1",
+        "--zip",
+        "--out",
+        str(bundle),
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["zip"] and summary["total_bytes"] > 0
