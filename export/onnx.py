@@ -22,8 +22,12 @@ graph (``Module.export_model_for_inferencing``) with the trained weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +52,19 @@ def _require_ort_training() -> None:
         import onnx  # noqa: F401
         from onnxruntime.training import artifacts as _  # noqa: F401
     except ImportError:
-        raise MissingExtraError("onnxruntime-training", "onnx", f"Exporting an ONNX Runtime training bundle ({_EXTRA_HINT})") from None
+        raise MissingExtraError(
+            "onnxruntime-training", "onnx", f"Exporting an ONNX Runtime training bundle ({_EXTRA_HINT})"
+        ) from None
 
 
-def capture(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str], path: Path, training: bool) -> Path:
+def capture(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    path: Path,
+    training: bool,
+) -> Path:
     """Stage 1: the TorchScript-based ONNX exporter at :data:`~.contract.ONNX_OPSET`."""
     mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
     torch.onnx.export(
@@ -89,28 +102,59 @@ def artifacts(onnx_path: Path, trainable: list[str], out_dir: Path, optimizer: A
     from onnxruntime.training import artifacts as ort_artifacts
     from onnxruntime.training import onnxblock
 
-    onnxruntime.set_default_logger_severity(3)  # errors only: the gradient builder logs every graph pass at INFO
+    # errors only, for the sessions the Python side creates (the C++ builder: see below)
+    onnxruntime.set_default_logger_severity(3)
     model = onnx.load(str(onnx_path))
     initializers = {init.name for init in model.graph.initializer}
     missing = sorted(set(trainable) - initializers)
     if missing:
         raise RuntimeError(f"adapter tensors vanished from the ONNX graph (folded?): {missing[:3]}")
     frozen = sorted(initializers - set(trainable))
-    block = onnxblock.optim.AdamW(betas=tuple(optimizer.betas), eps=optimizer.eps, weight_decay=optimizer.weight_decay)
-    ort_artifacts.generate_artifacts(
-        model,
-        requires_grad=list(trainable),
-        frozen_params=frozen,
-        loss=None,
-        loss_input_names=[contract.OUTPUT_LOSS],
-        additional_output_names=[contract.OUTPUT_LOGITS],
-        optimizer=block,
-        artifact_directory=str(out_dir),
+    block = onnxblock.optim.AdamW(
+        betas=tuple(optimizer.betas), eps=optimizer.eps, weight_decay=optimizer.weight_decay
     )
-    paths = [out_dir / contract.ONNX_TRAINING_FILE, out_dir / contract.ONNX_EVAL_FILE, out_dir / contract.ONNX_OPTIMIZER_FILE]
+    with _native_info_to_debug_log():
+        ort_artifacts.generate_artifacts(
+            model,
+            requires_grad=list(trainable),
+            frozen_params=frozen,
+            loss=None,
+            loss_input_names=[contract.OUTPUT_LOSS],
+            additional_output_names=[contract.OUTPUT_LOGITS],
+            optimizer=block,
+            artifact_directory=str(out_dir),
+        )
+    paths = [
+        out_dir / contract.ONNX_TRAINING_FILE,
+        out_dir / contract.ONNX_EVAL_FILE,
+        out_dir / contract.ONNX_OPTIMIZER_FILE,
+    ]
     torch_adamw(out_dir / contract.ONNX_OPTIMIZER_FILE)
     fix_ir_versions(paths)
     return paths
+
+
+@contextlib.contextmanager
+def _native_info_to_debug_log() -> Iterator[None]:
+    """ORT's gradient builder logs every graph pass at INFO (~160 lines for ``tiny``) from C++,
+    whatever the Python-side logger severity. Capture file descriptor 2 for the block: INFO and
+    VERBOSE lines go to this module's debug log, anything else back to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if "[I:onnxruntime" in line or "[V:onnxruntime" in line:
+                    logger.debug("%s", line)
+                elif line.strip():
+                    print(line, file=sys.stderr)
 
 
 def torch_adamw(path: Path) -> None:
@@ -129,11 +173,19 @@ def torch_adamw(path: Path) -> None:
                     attribute.i = 0
                     found = True
     if not found:
-        raise RuntimeError(f"{path} has no AdamWOptimizer node with an adam_mode attribute; onnxruntime changed.")
+        raise RuntimeError(
+            f"{path} has no AdamWOptimizer node with an adam_mode attribute; onnxruntime changed."
+        )
     onnx.save(model, str(path))
 
 
-def export_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], out_dir: str | Path, optimizer: Any) -> dict[str, Any]:
+def export_onnx(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    out_dir: str | Path,
+    optimizer: Any,
+) -> dict[str, Any]:
     """capture -> artifacts -> AdamW mode -> IR fix; returns what the manifest records. The
     inference graph is made from the trained state (:meth:`OrtTrainer.export_inference`,
     ``Module.export_model_for_inferencing`` on device), not shipped: it would duplicate the
@@ -142,13 +194,25 @@ def export_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], input_names:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / "_base_training.onnx"
-    capture(EvalWrapper(model), inputs, input_names, [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS], base, training=True)
+    capture(
+        EvalWrapper(model),
+        inputs,
+        input_names,
+        [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
+        base,
+        training=True,
+    )
     trainable = [f"model.{name}" for name in adapter_parameters(model)]
     try:
         artifacts(base, trainable, out_dir, optimizer)
     finally:
         base.unlink(missing_ok=True)
-    files = [contract.ONNX_TRAINING_FILE, contract.ONNX_EVAL_FILE, contract.ONNX_OPTIMIZER_FILE, contract.ONNX_CHECKPOINT_FILE]
+    files = [
+        contract.ONNX_TRAINING_FILE,
+        contract.ONNX_EVAL_FILE,
+        contract.ONNX_OPTIMIZER_FILE,
+        contract.ONNX_CHECKPOINT_FILE,
+    ]
     methods = {
         "training_model": contract.ONNX_TRAINING_FILE,
         "eval_model": contract.ONNX_EVAL_FILE,
@@ -175,7 +239,9 @@ class OrtTrainer:
 
         bundle = Path(bundle)
         self.state = CheckpointState.load_checkpoint(str(bundle / contract.ONNX_CHECKPOINT_FILE))
-        self.module = Module(str(bundle / contract.ONNX_TRAINING_FILE), self.state, str(bundle / contract.ONNX_EVAL_FILE))
+        self.module = Module(
+            str(bundle / contract.ONNX_TRAINING_FILE), self.state, str(bundle / contract.ONNX_EVAL_FILE)
+        )
         self.optimizer = Optimizer(str(bundle / contract.ONNX_OPTIMIZER_FILE), self.module)
         self.optimizer.set_learning_rate(lr)
 

@@ -40,7 +40,13 @@ def test_adamw_parity_with_eager(onnx_bundle, lora_model):
     assert opt["name"] == "adamw"
     eager = copy.deepcopy(model)
     params = adapter_parameters(eager)
-    optimizer = torch.optim.AdamW(list(params.values()), lr=opt["lr"], betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        list(params.values()),
+        lr=opt["lr"],
+        betas=tuple(opt["betas"]),
+        eps=opt["eps"],
+        weight_decay=opt["weight_decay"],
+    )
     masks = TrainingWrapper(model).example_masks()
     runtime = OrtTrainer(onnx_bundle.path, opt["lr"])
     ort_losses, eager_losses = [], []
@@ -86,7 +92,12 @@ def test_inference_model_exported_after_training(onnx_bundle, lora_model, tmp_pa
 
     model, tokenizer = lora_model
     batch = parity_batches(model, tokenizer, n=1)[0]
-    inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"], *TrainingWrapper(model).example_masks())
+    inputs = (
+        batch["pixel_values"],
+        batch["input_ids"],
+        batch["labels"],
+        *TrainingWrapper(model).example_masks(),
+    )
     runtime = OrtTrainer(onnx_bundle.path, 1e-2)
     runtime.step(inputs)
     path = runtime.export_inference(tmp_path / contract.ONNX_INFERENCE_FILE)
@@ -148,3 +159,27 @@ def test_schedule_phases_apply_through_mask_inputs(lora_model, tmp_path):
     with torch.no_grad():
         expected = float(eager(*inputs).loss)
     assert OrtTrainer(bundle.path, 1e-3).evaluate((*inputs, *masks))[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_native_info_lines_go_to_the_debug_log(capfd, caplog):
+    """ORT's C++ INFO lines during artifact generation are logged at DEBUG, not printed; anything
+    else written to file descriptor 2 still reaches stderr."""
+    import logging
+    import os
+
+    from mobile_peft.export.onnx import _native_info_to_debug_log
+
+    with caplog.at_level(logging.DEBUG, logger="mobile_peft.export.onnx"), _native_info_to_debug_log():
+        os.write(2, b"2026-11-25 [I:onnxruntime:Default, graph.cc:1 X] pass applied\n")
+        os.write(2, b"2026-11-25 [E:onnxruntime:Default, graph.cc:2 Y] real problem\n")
+    err = capfd.readouterr().err
+    assert "real problem" in err and "pass applied" not in err
+    assert any("pass applied" in r.getMessage() for r in caplog.records)
+
+
+def test_export_prints_no_ort_info_lines(capfd, tmp_path):
+    from mobile_peft.export import export_bundle
+    from mobile_peft.models import build_model
+
+    export_bundle(build_model("tiny", quant="int8"), "onnx", tmp_path / "b", rank=2, batch_size=1)
+    assert "[I:onnxruntime" not in capfd.readouterr().err
