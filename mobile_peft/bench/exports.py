@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import build_model, save_model
+from . import _markdown
 
 __all__ = ["ExportBenchConfig", "export_markdown", "run_export_bench"]
 
@@ -88,7 +89,7 @@ def export_markdown(results: dict[str, Any], command: str) -> str:
         "export s",
         "peak RSS GB",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in results["rows"]:
         if r["exports"]:
             files = ", ".join(
@@ -104,8 +105,8 @@ def export_markdown(results: dict[str, Any], command: str) -> str:
             ]
         else:
             cells = [f"NO (exit {r['returncode']}: {r['error']})", "", "", f"{r['wall_s']:.1f}", ""]
-        lines.append("| " + " | ".join([r["preset"], r["quant"], r["adapter"], r["format"], *cells]) + " |")
-    lines += [
+        rows.append([r["preset"], r["quant"], r["adapter"], r["format"], *cells])
+    lines = _markdown.table(head, rows) + [
         "",
         f"Command: `{command}`. Total {results['total_seconds']:.0f} s; each export in its own process (peak RSS = its ru_maxrss).",
     ]

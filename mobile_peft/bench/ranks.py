@@ -35,6 +35,7 @@ from ..allocators import active_params, get_allocator, resolve_budget, train_wit
 from ..models import build_model, load_model, save_model
 from ..train import TrainConfig, evaluate, train
 from ..train.job import make_adapter_config, make_datasets
+from . import _markdown
 
 __all__ = ["BenchConfig", "run_rank_bench", "smoke_config", "summarise"]
 
@@ -315,7 +316,7 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
         "trainable params",
         "wall s / run",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for e in results["summary"]:
         cells = [e["method"], e["adapter"]]
         cells += [f"{100 * e[t]['mean']:.1f} ± {100 * e[t]['std']:.1f}" if t in e else "-" for t in tasks]
@@ -331,7 +332,8 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
             f"{e['trainable_params']:,}",
             f"{e['wall_s_per_run']:.1f}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = _markdown.table(head, rows)
     cfg = results["config"]
     notes = [
         "",
