@@ -36,45 +36,23 @@ from mobile_peft.adapters import (
     load_adapter,
 )
 from mobile_peft.allocators import RankSchedule, current_schedule
-from mobile_peft.data import IGNORE_INDEX, save_tokenizer, special_token_ids
-from mobile_peft.errors import ConfigError
+from mobile_peft.core import contract
+from mobile_peft.core.contract import Key
+from mobile_peft.core.errors import ConfigError
+from mobile_peft.core.manifest import Trainable, size_of, write_manifest
+from mobile_peft.core.schedule import MaskInput
+from mobile_peft.core.spec import BundleInputSpec, TokenIds
+from mobile_peft.data import save_tokenizer, special_token_ids
 from mobile_peft.models import load_model
 from mobile_peft.quant import QuantLinear, check_quant_mode, quantize_model
 from mobile_peft.train.job import make_adapter_config
 
-from . import contract
-from .contract import Key
-from .manifest import write_manifest
-from .wrappers import EvalWrapper, TrainingWrapper, mask_slots
+from .formats import FORMATS, ExportJob, OptimizerDefaults
+from .wrappers import mask_slots
 
-__all__ = ["BundleResult", "OptimizerDefaults", "export_bundle", "prepare_model", "zip_bundle"]
+__all__ = ["BundleResult", "export_bundle", "prepare_model", "zip_bundle"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimizerDefaults:
-    """What the phone's optimiser starts from (SGD for ``pte``: the only one on device; AdamW
-    for ``onnx``; the Core ML head's SGD)."""
-
-    name: str
-    lr: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.name == "sgd":
-            return {"name": "sgd", "lr": self.lr, "momentum": self.momentum}
-        return {"name": self.name, "lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
-
-
-DEFAULT_OPTIMIZERS = {
-    contract.FORMAT_PTE: OptimizerDefaults("sgd", 5e-2),
-    contract.FORMAT_ONNX: OptimizerDefaults("adamw", 3e-3),  # torch.optim.AdamW semantics (onnx.py)
-    contract.FORMAT_COREML: OptimizerDefaults("sgd", 1e-2),
-}
 
 
 @dataclass
@@ -107,7 +85,9 @@ def prepare_model(
         model = copy.deepcopy(model)
         if quant and quant != "none" and quant != model.config.quant:
             if model.config.quant != "none":
-                raise ConfigError(f"the model is stored {model.config.quant}; it cannot be re-quantised to {quant}.")
+                raise ConfigError(
+                    f"the model is stored {model.config.quant}; it cannot be re-quantised to {quant}."
+                )
             check_quant_mode(quant)
             quantize_model(model, quant, model.config.quant_group_size)
             model.config.quant = quant
@@ -136,40 +116,46 @@ def _schedule(model: nn.Module, schedule: RankSchedule | str | Path | None) -> R
     return schedule
 
 
-def example_inputs(model: nn.Module, batch_size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    spec = model.config.input_spec
-    pixels = torch.zeros(batch_size, 3, spec.image_size, spec.image_size)
-    ids = torch.full((batch_size, spec.max_text_len), pad_id, dtype=torch.long)
-    labels = torch.full((batch_size, spec.max_text_len), IGNORE_INDEX, dtype=torch.long)
-    labels[:, -1] = pad_id  # one labelled token so tracing sees a finite loss
-    return pixels, ids, labels
-
-
-def _tensor_spec(name: str, t: torch.Tensor) -> dict[str, Any]:
-    return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-
-
-def _trainable(model: nn.Module, prefix: str) -> list[dict[str, Any]]:
+def _trainable(model: nn.Module) -> list[Trainable]:
+    """Every trainable tensor with its slot and role, from the adapter protocol (``RankSlot``)."""
     rows = []
     for path, layer in adapter_layers(model).items():
-        slot_of = {}
+        role_of = {}
         for name, slot in layer.rank_slots().items():
-            slot_of[slot.down], slot_of[slot.up] = name, name
+            role_of[slot.down], role_of[slot.up] = (name, contract.ROLE_DOWN), (name, contract.ROLE_UP)
         for param_name, p in layer.adapter_params().items():
-            rows.append({"name": f"{prefix}{path}.{param_name}", "module": path, "slot": slot_of[param_name], "param": param_name,
-                         "shape": list(p.shape), "dtype": str(p.dtype).removeprefix("torch.")})
+            slot_name, role = role_of[param_name]
+            rows.append(
+                Trainable(
+                    f"{contract.TRAINABLE_PREFIX}{path}.{param_name}",
+                    path,
+                    slot_name,
+                    role,
+                    param_name,
+                    tuple(p.shape),
+                    str(p.dtype).removeprefix("torch."),
+                )
+            )
     return rows
 
 
 def _backbone(model: nn.Module) -> dict[str, Any]:
     """Bytes of the frozen weights by dtype (persistent state, adapter tensors and masks left out)."""
     skip = set(adapter_parameters(model))
-    skip |= {f"{path}.{name}" for path, layer in adapter_layers(model).items() for name, _ in layer.named_buffers(recurse=False)}
+    skip |= {
+        f"{path}.{name}"
+        for path, layer in adapter_layers(model).items()
+        for name, _ in layer.named_buffers(recurse=False)
+    }
     by_dtype: Counter[str] = Counter()
     for name, t in model.state_dict().items():
         if name not in skip:
             by_dtype[str(t.dtype).removeprefix("torch.")] += t.numel() * t.element_size()
-    return {"quant": model.config.quant, "bytes_by_dtype": dict(sorted(by_dtype.items())), "total_bytes": sum(by_dtype.values())}
+    return {
+        "quant": model.config.quant,
+        "bytes_by_dtype": dict(sorted(by_dtype.items())),
+        "total_bytes": sum(by_dtype.values()),
+    }
 
 
 def _backbone_parameters(model: nn.Module) -> int:
@@ -178,30 +164,53 @@ def _backbone_parameters(model: nn.Module) -> int:
     total = 0
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            total += module.in_features * module.out_features + (module.bias.numel() if module.bias is not None else 0)
+            total += module.in_features * module.out_features + (
+                module.bias.numel() if module.bias is not None else 0
+            )
             continue
-        for t in [*module.parameters(recurse=False), *(b for n, b in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set)]:
+        for t in [
+            *module.parameters(recurse=False),
+            *(
+                b
+                for n, b in module.named_buffers(recurse=False)
+                if n not in module._non_persistent_buffers_set
+            ),
+        ]:
             if id(t) not in skip and not isinstance(module, AdapterLayer):
                 total += t.numel()
     return total
 
 
 def _rank_schedule(schedule: RankSchedule, model: nn.Module) -> dict[str, Any]:
-    d = schedule.to_dict()
-    d.pop("performance_model", None)
+    """The bundle's schedule: each slot's branch scale (alpha / r_max, which a runtime needs to
+    write the personal adapter), the adapter dropout and the mask inputs in graph order."""
     layers = adapter_layers(model)
-    for module, info in d["modules"].items():  # the branch scale (alpha / r_max) a runtime needs to save adapters
-        for slot, slot_info in info["slots"].items():
-            slot_info["scale"] = layers[module].rank_slots()[slot].scale
-    d["masks"] = [{"module": s.module, "slot": s.slot, "r_max": s.r_max, "input": s.input_name,
-                   "applied_as": "graph input [r_max] f32 multiplying the rank dimension"} for s in mask_slots(model)]
-    return d
+    bundled = copy.deepcopy(schedule)
+    for module, slots in bundled.modules.items():
+        for slot, info in slots.items():
+            info[contract.SlotKey.SCALE] = layers[module].rank_slots()[slot].scale
+    bundled.dropout = next(iter(layers.values())).dropout_p
+    bundled.mask_inputs = [MaskInput(s.module, s.slot, s.r_max) for s in mask_slots(model)]
+    return bundled.validate().to_dict(performance_model=False)
 
 
-def build_manifest(fmt: str, model: nn.Module, tokenizer: Any, schedule: RankSchedule, batch_size: int, methods: dict[str, Any],
-                   trainable_prefix: str, optimizer: OptimizerDefaults) -> dict[str, Any]:
+def build_manifest(
+    fmt: str,
+    model: nn.Module,
+    tokenizer: Any,
+    schedule: RankSchedule,
+    batch_size: int,
+    methods: dict[str, Any],
+    optimizer: OptimizerDefaults,
+) -> dict[str, Any]:
     spec = model.config.input_spec
-    pad, bos, eos = special_token_ids(tokenizer, spec)
+    inputs = BundleInputSpec(
+        spec,
+        batch_size,
+        model.num_image_tokens + spec.max_text_len,
+        TokenIds(*special_token_ids(tokenizer, spec)),
+        contract.TOKENIZER_FILE,
+    )
     return {
         Key.SCHEMA: contract.SCHEMA_NAME,
         Key.SCHEMA_VERSION: contract.SCHEMA_VERSION,
@@ -216,88 +225,14 @@ def build_manifest(fmt: str, model: nn.Module, tokenizer: Any, schedule: RankSch
             "adapter": schedule.adapter,
             "config": model.config.to_dict(),
         },
-        Key.INPUT_SPEC: {
-            **spec.to_dict(),
-            "sequence_length": model.num_image_tokens + spec.max_text_len,
-            "batch_size": batch_size,
-            "token_ids": {"pad": pad, "bos": bos, "eos": eos, "ignore_index": IGNORE_INDEX},
-            "tokenizer_file": contract.TOKENIZER_FILE,
-        },
+        Key.INPUT_SPEC: inputs.to_dict(),
         Key.METHODS: methods,
-        Key.TRAINABLE: _trainable(model, trainable_prefix),
+        Key.TRAINABLE: [t.to_dict() for t in _trainable(model)],
         Key.RANK_SCHEDULE: _rank_schedule(schedule, model),
         Key.PERFORMANCE_MODEL: schedule.performance_model,
         Key.OPTIMIZER: optimizer.to_dict(),
         Key.BACKBONE: _backbone(model),
     }
-
-
-def _io(model: nn.Module, batch_size: int, pad_id: int, with_weights: bool) -> tuple[tuple, tuple, dict[str, Any]]:
-    train = TrainingWrapper(model)
-    inputs = (*example_inputs(model, batch_size, pad_id), *train.example_masks())
-    names = [contract.INPUT_PIXEL_VALUES, contract.INPUT_IDS, contract.INPUT_LABELS, *(s.input_name for s in train.slots)]
-    specs = [_tensor_spec(n, t) for n, t in zip(names, inputs)]
-    eval_inputs = inputs
-    eval_specs = list(specs)
-    if with_weights:
-        weights = tuple(p.detach().clone() for p in adapter_parameters(model).values())
-        eval_inputs = (*inputs, *weights)
-        eval_specs += [_tensor_spec("model." + n, t) for n, t in zip(train.trainable_names, weights)]
-    return inputs, eval_inputs, {"train_inputs": specs, "eval_inputs": eval_specs}
-
-
-def _export_pte(model: nn.Module, out: Path, batch_size: int, pad_id: int, xnnpack: bool) -> tuple[dict[str, Any], list[str]]:
-    from .pte import export_pte
-
-    inputs, eval_inputs, io = _io(model, batch_size, pad_id, with_weights=True)
-    info = export_pte(TrainingWrapper(model), EvalWrapper(model, weights_as_inputs=True), inputs, eval_inputs, out, xnnpack=xnnpack)
-    methods = {
-        "train": {"method": contract.METHOD_TRAIN, "inputs": io["train_inputs"], "outputs": [contract.OUTPUT_LOSS],
-                  "gradients_index_method": contract.ET_GRADIENTS_INDEX_PREFIX + contract.METHOD_TRAIN,
-                  "parameters_index_method": contract.ET_PARAMETERS_INDEX_PREFIX + contract.METHOD_TRAIN,
-                  "fqn_method": contract.ET_FQN_PREFIX + contract.METHOD_TRAIN},
-        "eval": {"method": contract.METHOD_EVAL, "inputs": io["eval_inputs"], "outputs": [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS]},
-        "program": contract.PTE_FILE,
-        "trainable_data": contract.PTD_FILE,
-        "xnnpack": info["xnnpack"],
-        "executorch_version": _version("executorch"),
-    }
-    return methods, info["files"]
-
-
-def _export_onnx(model: nn.Module, out: Path, batch_size: int, pad_id: int, optimizer: OptimizerDefaults) -> tuple[dict[str, Any], list[str]]:
-    from .onnx import export_onnx
-
-    inputs, _, io = _io(model, batch_size, pad_id, with_weights=False)
-    info = export_onnx(model, inputs, [d["name"] for d in io["train_inputs"]], out, optimizer)
-    methods = {"train_inputs": io["train_inputs"], **info["methods"]}
-    return methods, info["files"]
-
-
-def _export_coreml(model: nn.Module, tokenizer: Any, out: Path, batch_size: int, answers: list[str] | None) -> tuple[dict[str, Any], list[str]]:
-    from .coreml import export_coreml
-
-    info = export_coreml(model, tokenizer, out, answers=answers)
-    return info["methods"], info["files"]
-
-
-def _require_backend(fmt: str) -> None:
-    if fmt == contract.FORMAT_PTE:
-        from .pte import _require_executorch as require
-    elif fmt == contract.FORMAT_ONNX:
-        from .onnx import _require_ort_training as require
-    else:
-        from .coreml import _require_coremltools as require
-    require()
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def export_bundle(
@@ -320,16 +255,18 @@ def export_bundle(
 
     ``source``: a model directory or ``(model, tokenizer)`` (copied, never edited). ``quant``:
     quantise a float backbone first (none|int8|int4). ``schedule``: a ``RankSchedule`` or its
-    JSON path. ``lr`` overrides the format's default optimiser learning rate. ``answers``
+    JSON path. ``lr`` overrides the format's default optimiser learning rate (the Core ML head's
+    too, which also trains at ``batch_size``). ``answers``
     (coreml): the fixed answer vocabulary of the updatable head (default: the digit names).
     ``seed``: initialisation of the default adapters (when ``source`` has none and no
     ``adapter_dir`` is given).
     """
-    if fmt not in contract.FORMATS:
-        raise ConfigError(f"format={fmt!r} is unknown; expected one of {contract.FORMATS}.")
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r} is unknown; expected one of {FORMATS.names()}.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1.")
-    _require_backend(fmt)  # fail before any work when the format's optional package is missing
+    exporter = FORMATS[fmt]
+    exporter.require()  # fail before any work when the format's optional package is missing
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory {out} exists and is not empty; choose a new --out or delete it.")
@@ -338,22 +275,14 @@ def export_bundle(
     sched = _schedule(model, schedule)
     out.mkdir(parents=True, exist_ok=True)
     pad_id = special_token_ids(tokenizer, model.config.input_spec)[0]
-    optimizer = copy.deepcopy(DEFAULT_OPTIMIZERS[fmt])
+    optimizer = copy.deepcopy(exporter.default_optimizer)
     if lr is not None:
         optimizer.lr = lr
-    prefix = "model."  # trainable tensor names in the graphs: the wrappers hold the model as `model`
-    if fmt == contract.FORMAT_PTE:
-        methods, files = _export_pte(model, out, batch_size, pad_id, xnnpack)
-    elif fmt == contract.FORMAT_ONNX:
-        methods, files = _export_onnx(model, out, batch_size, pad_id, optimizer)
-    else:
-        methods, files = _export_coreml(model, tokenizer, out, batch_size, answers)
+    methods, files = exporter.export(ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers))
     save_tokenizer(tokenizer, out)
-    manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, prefix, optimizer)
+    manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, optimizer)
     write_manifest(out, manifest, [*files, contract.TOKENIZER_FILE])
     seconds = time.perf_counter() - start
-    from .manifest import size_of
-
     sizes = {name: size_of(out / name) for name in [*files, contract.TOKENIZER_FILE, contract.MANIFEST_FILE]}
     result = BundleResult(path=out, manifest=manifest, seconds=seconds, sizes=sizes)
     if make_zip:
@@ -371,10 +300,3 @@ def zip_bundle(bundle: Path, zip_path: Path | None = None) -> Path:
             if path.is_file():
                 archive.write(path, path.relative_to(bundle).as_posix())
     return zip_path
-
-
-def unzip_bundle(zip_path: Path, out: Path) -> Path:
-    with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(out)
-    return out
-

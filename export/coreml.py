@@ -35,11 +35,11 @@ import torch
 from torch import nn
 
 from mobile_peft.adapters import adapter_layers
+from mobile_peft.core import contract
+from mobile_peft.core.contract import MethodKey
+from mobile_peft.core.errors import ConfigError, MissingExtraError
 from mobile_peft.data import DIGIT_NAMES, special_token_ids
-from mobile_peft.errors import ConfigError, MissingExtraError
 from mobile_peft.quant import linear_weight
-
-from . import contract
 
 __all__ = ["FeatureExtractor", "build_head", "convert_backbone", "export_coreml"]
 
@@ -91,7 +91,10 @@ def _drop_aliases(ep: torch.export.ExportedProgram) -> None:
     """``aten.alias`` (no-op views left by decomposition) has no Core ML converter: bypass it."""
     graph = ep.graph_module.graph
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in (torch.ops.aten.alias.default, torch.ops.aten.alias_copy.default):
+        if node.op == "call_function" and node.target in (
+            torch.ops.aten.alias.default,
+            torch.ops.aten.alias_copy.default,
+        ):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     ep.graph_module.recompile()
@@ -126,14 +129,19 @@ def convert_backbone(model: nn.Module, pad_id: int, path: Path, nbits: int = 8) 
     _drop_aliases(ep)
     mlmodel = ct.convert(
         ep,
-        inputs=[ct.TensorType(name=contract.INPUT_PIXEL_VALUES, shape=pixels.shape), ct.TensorType(name=contract.INPUT_IDS, shape=ids.shape, dtype=int)],
+        inputs=[
+            ct.TensorType(name=contract.INPUT_PIXEL_VALUES, shape=pixels.shape),
+            ct.TensorType(name=contract.INPUT_IDS, shape=ids.shape, dtype=int),
+        ],
         outputs=[ct.TensorType(name=contract.COREML_FEATURES)],
         convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS18,
         pass_pipeline=_pipeline(ct),
     )
     if nbits == 4:
-        op = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32)
+        op = OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32
+        )
     else:
         op = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
     # Only weights of linear/matmul/conv ops: a global config would also "quantise" constants such
@@ -144,7 +152,15 @@ def convert_backbone(model: nn.Module, pad_id: int, path: Path, nbits: int = 8) 
     return mlmodel
 
 
-def build_head(weight: torch.Tensor, bias: torch.Tensor, answers: list[str], path: Path, lr: float, batch_size: int, epochs: int = 10) -> Any:
+def build_head(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    answers: list[str],
+    path: Path,
+    lr: float,
+    batch_size: int,
+    epochs: int = 10,
+) -> Any:
     """Updatable NeuralNetwork classifier ``features [D] -> answer_probs [K]`` (fp32)."""
     ct = _require_coremltools()
     from coremltools.models import datatypes
@@ -156,10 +172,22 @@ def build_head(weight: torch.Tensor, bias: torch.Tensor, answers: list[str], pat
         [(contract.COREML_HEAD_OUTPUT, datatypes.Array(k))],
         mode="classifier",
     )
-    builder.add_inner_product("head", W=weight.detach().double().numpy(), b=bias.detach().double().numpy(), input_channels=d,
-                              output_channels=k, has_bias=True, input_name=contract.COREML_FEATURES, output_name="head_logits")
+    builder.add_inner_product(
+        "head",
+        W=weight.detach().double().numpy(),
+        b=bias.detach().double().numpy(),
+        input_channels=d,
+        output_channels=k,
+        has_bias=True,
+        input_name=contract.COREML_FEATURES,
+        output_name="head_logits",
+    )
     builder.add_softmax("softmax", input_name="head_logits", output_name=contract.COREML_HEAD_OUTPUT)
-    builder.set_class_labels(answers, predicted_feature_name=contract.COREML_HEAD_LABEL, prediction_blob=contract.COREML_HEAD_OUTPUT)
+    builder.set_class_labels(
+        answers,
+        predicted_feature_name=contract.COREML_HEAD_LABEL,
+        prediction_blob=contract.COREML_HEAD_OUTPUT,
+    )
     builder.make_updatable(["head"])
     builder.set_categorical_cross_entropy_loss(name="loss", input=contract.COREML_HEAD_OUTPUT)
     builder.set_sgd_optimizer(SgdParams(lr=lr, batch=batch_size))
@@ -170,13 +198,17 @@ def build_head(weight: torch.Tensor, bias: torch.Tensor, answers: list[str], pat
     return spec
 
 
-def _answer_head_init(model: nn.Module, tokenizer: Any, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _answer_head_init(
+    model: nn.Module, tokenizer: Any, answers: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``lm_head`` rows of each answer's first token (so the head starts as the frozen LM)."""
     first = []
     for answer in answers:
         ids = tokenizer.encode(answer, add_special_tokens=False).ids
         if not ids:
-            raise ConfigError(f"answer {answer!r} encodes to no tokens; the Core ML head needs a token per answer.")
+            raise ConfigError(
+                f"answer {answer!r} encodes to no tokens; the Core ML head needs a token per answer."
+            )
         first.append(ids[0])
     if len(set(first)) != len(first):
         logger.warning("some answers share their first token; their head rows start equal")
@@ -189,7 +221,14 @@ def _answer_head_init(model: nn.Module, tokenizer: Any, answers: list[str]) -> t
     return weight, bias
 
 
-def export_coreml(model: nn.Module, tokenizer: Any, out_dir: str | Path, answers: list[str] | None = None, lr: float = 1e-2, batch_size: int = 8) -> dict[str, Any]:
+def export_coreml(
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: str | Path,
+    answers: list[str] | None = None,
+    lr: float = 1e-2,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Write the backbone ML Program and the updatable head; returns what the manifest records."""
     ct = _require_coremltools()
     out_dir = Path(out_dir)
@@ -201,13 +240,31 @@ def export_coreml(model: nn.Module, tokenizer: Any, out_dir: str | Path, answers
     spec = build_head(weight, bias, answers, out_dir / contract.COREML_HEAD_FILE, lr, batch_size)
     spec_in = model.config.input_spec
     methods = {
-        "backbone": {"file": contract.COREML_BACKBONE_FILE, "type": "mlprogram", "weights": f"int{nbits}",
-                     "inputs": [{"name": contract.INPUT_PIXEL_VALUES, "shape": [1, 3, spec_in.image_size, spec_in.image_size], "dtype": "float32"},
-                                {"name": contract.INPUT_IDS, "shape": [1, spec_in.max_text_len], "dtype": "int32"}],
-                     "outputs": [{"name": contract.COREML_FEATURES, "shape": [1, int(weight.shape[1])]}]},
-        "head": {"file": contract.COREML_HEAD_FILE, "type": "neuralnetwork", "updatable": bool(spec.isUpdatable),
-                 "input": contract.COREML_FEATURES, "output": contract.COREML_HEAD_OUTPUT, "label": contract.COREML_HEAD_LABEL,
-                 "answers": answers, "loss": "categorical_cross_entropy", "optimizer": {"name": "sgd", "lr": lr, "batch": batch_size}},
+        MethodKey.BACKBONE: {
+            MethodKey.FILE: contract.COREML_BACKBONE_FILE,
+            "type": "mlprogram",
+            "weights": f"int{nbits}",
+            "inputs": [
+                {
+                    "name": contract.INPUT_PIXEL_VALUES,
+                    "shape": [1, 3, spec_in.image_size, spec_in.image_size],
+                    "dtype": "float32",
+                },
+                {"name": contract.INPUT_IDS, "shape": [1, spec_in.max_text_len], "dtype": "int32"},
+            ],
+            "outputs": [{"name": contract.COREML_FEATURES, "shape": [1, int(weight.shape[1])]}],
+        },
+        MethodKey.HEAD: {
+            MethodKey.FILE: contract.COREML_HEAD_FILE,
+            "type": "neuralnetwork",
+            "updatable": bool(spec.isUpdatable),
+            MethodKey.INPUT: contract.COREML_FEATURES,
+            MethodKey.OUTPUT: contract.COREML_HEAD_OUTPUT,
+            MethodKey.LABEL: contract.COREML_HEAD_LABEL,
+            MethodKey.ANSWERS: answers,
+            "loss": "categorical_cross_entropy",
+            "optimizer": {"name": "sgd", "lr": lr, "batch": batch_size},
+        },
         "coremltools_version": ct.__version__,
         "note": "head-only personalisation with MLUpdateTask; adapters are merged into the frozen backbone",
     }

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from mobile_peft.errors import MissingExtraError
+from mobile_peft.core import contract
+from mobile_peft.core.errors import MissingExtraError
 
-from . import contract
 from .bundle import export_bundle
 
 __all__ = ["export_demo_bundles"]
@@ -18,7 +18,9 @@ __all__ = ["export_demo_bundles"]
 logger = logging.getLogger(__name__)
 
 
-def export_demo_bundles(model: nn.Module, tokenizer: Any, out_dir: str | Path, batch_size: int = 8) -> dict[str, Any]:
+def export_demo_bundles(
+    model: nn.Module, tokenizer: Any, out_dir: str | Path, batch_size: int = 8
+) -> dict[str, Any]:
     """Export ``model`` (with its adapters) as ``<out_dir>/bundle_pte`` and ``<out_dir>/bundle_onnx``.
 
     Returns ``{format: {"path", "bytes", "seconds", "files": {name: bytes}}}``; a format whose
@@ -33,5 +35,10 @@ def export_demo_bundles(model: nn.Module, tokenizer: Any, out_dir: str | Path, b
             logger.warning("skipping the %s bundle: %s", fmt, exc)
             results[fmt] = {"skipped": str(exc)}
             continue
-        results[fmt] = {"path": str(result.path), "bytes": result.total_bytes, "seconds": round(result.seconds, 1), "files": result.sizes}
+        results[fmt] = {
+            "path": str(result.path),
+            "bytes": result.total_bytes,
+            "seconds": round(result.seconds, 1),
+            "files": result.sizes,
+        }
     return results

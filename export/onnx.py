@@ -35,9 +35,10 @@ import torch
 from torch import nn
 
 from mobile_peft.adapters import adapter_parameters
-from mobile_peft.errors import MissingExtraError
+from mobile_peft.core import contract
+from mobile_peft.core.contract import MethodKey
+from mobile_peft.core.errors import MissingExtraError
 
-from . import contract
 from .wrappers import EvalWrapper
 
 __all__ = ["OrtTrainer", "artifacts", "capture", "export_onnx", "fix_ir_versions", "torch_adamw"]
@@ -214,11 +215,11 @@ def export_onnx(
         contract.ONNX_CHECKPOINT_FILE,
     ]
     methods = {
-        "training_model": contract.ONNX_TRAINING_FILE,
-        "eval_model": contract.ONNX_EVAL_FILE,
-        "optimizer_model": contract.ONNX_OPTIMIZER_FILE,
-        "checkpoint": contract.ONNX_CHECKPOINT_FILE,
-        "outputs": [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
+        MethodKey.TRAINING_MODEL: contract.ONNX_TRAINING_FILE,
+        MethodKey.EVAL_MODEL: contract.ONNX_EVAL_FILE,
+        MethodKey.OPTIMIZER_MODEL: contract.ONNX_OPTIMIZER_FILE,
+        MethodKey.CHECKPOINT: contract.ONNX_CHECKPOINT_FILE,
+        MethodKey.OUTPUTS: [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
         "inference_model": f"export after training: Module.export_model_for_inferencing({contract.ONNX_INFERENCE_FILE!r}, outputs)",
         "opset": contract.ONNX_OPSET,
         "ir_version": contract.ONNX_IR_VERSION,

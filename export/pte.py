@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from mobile_peft.errors import MissingExtraError
+from mobile_peft.core import contract
+from mobile_peft.core.errors import MissingExtraError
 
-from . import _fuse, contract
+from . import _fuse
 
 __all__ = ["PteTrainer", "capture", "export_pte", "joint_graph", "lower", "serialise"]
 

@@ -21,9 +21,8 @@ from torch import nn
 from torch.func import functional_call
 
 from mobile_peft.adapters import adapter_layers, adapter_parameters
-from mobile_peft.errors import ConfigError
-
-from . import contract
+from mobile_peft.core import contract
+from mobile_peft.core.errors import ConfigError
 
 __all__ = ["EvalWrapper", "MaskSlot", "TrainingWrapper", "mask_slots"]
 
@@ -49,7 +48,9 @@ def mask_slots(model: nn.Module) -> list[MaskSlot]:
         for name, slot in layer.rank_slots().items()
     ]
     if not slots:
-        raise ConfigError("the model has no adapter layers; apply adapters before exporting a trainable bundle.")
+        raise ConfigError(
+            "the model has no adapter layers; apply adapters before exporting a trainable bundle."
+        )
     return slots
 
 
@@ -63,7 +64,9 @@ class _MaskedCall(nn.Module):
     def example_masks(self) -> tuple[torch.Tensor, ...]:
         """The masks the model holds now (copies), in input order."""
         layers = adapter_layers(self.model)
-        return tuple(getattr(layers[s.module], f"{s.slot}{contract.MASK_SUFFIX}").detach().clone() for s in self.slots)
+        return tuple(
+            getattr(layers[s.module], f"{s.slot}{contract.MASK_SUFFIX}").detach().clone() for s in self.slots
+        )
 
     def _call(self, pixel_values, input_ids, labels, masks, weights=()):  # noqa: ANN001, ANN202
         if len(masks) != len(self.slots):
@@ -94,7 +97,9 @@ class TrainingWrapper(_MaskedCall):
     """``(pixel_values, input_ids, labels, *masks) -> (loss,)``; the loss is output 0, as the
     joint-graph exporters require."""
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, *masks: torch.Tensor):
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, *masks: torch.Tensor
+    ):
         return (self._call(pixel_values, input_ids, labels, masks).loss,)
 
 
@@ -110,7 +115,9 @@ class EvalWrapper(_MaskedCall):
         super().__init__(model)
         self.weights_as_inputs = weights_as_inputs
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, *rest: torch.Tensor):
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor, *rest: torch.Tensor
+    ):
         n = len(self.slots)
         masks, weights = rest[:n], rest[n:] if self.weights_as_inputs else ()
         out = self._call(pixel_values, input_ids, labels, masks, weights)

@@ -32,11 +32,11 @@ _LAZY = {
     "InputSpec": "data",
     "VQADataset": "data",
     "load_dataset": "data",
-    "CheckpointError": "errors",
-    "ConfigError": "errors",
-    "DataError": "errors",
-    "MissingExtraError": "errors",
-    "MobilePeftError": "errors",
+    "CheckpointError": "core.errors",
+    "ConfigError": "core.errors",
+    "DataError": "core.errors",
+    "MissingExtraError": "core.errors",
+    "MobilePeftError": "core.errors",
     "PRESETS": "models",
     "MobileVLM": "models",
     "MobileVLMConfig": "models",
@@ -105,8 +105,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
         save_adapter,
     )
     from .allocators import RankSchedule
+    from .core.errors import CheckpointError, ConfigError, DataError, MissingExtraError, MobilePeftError
     from .data import InputSpec, VQADataset, load_dataset
-    from .errors import CheckpointError, ConfigError, DataError, MissingExtraError, MobilePeftError
     from .models import PRESETS, MobileVLM, MobileVLMConfig, build_model, load_model, save_model
     from .quant import QuantLinear, backbone_bytes, quantize_model
     from .train import TrainConfig, evaluate, train

@@ -17,6 +17,8 @@ import resource
 import time
 from pathlib import Path
 
+from mobile_peft.core import contract
+
 
 def _status_bytes(key: str) -> int:
     with open("/proc/self/status") as f:
@@ -45,20 +47,20 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = sorted(os.sched_getaffinity(0))[: max(1, args.threads)]
     os.sched_setaffinity(0, cores)
+    from mobile_peft.core.datasets import load_dataset
+
     from .bundle import Bundle
-    from .data import Encoder, load_examples
     from .engine import make_engine
-    from .optim import make_optimizer
 
     bundle = Bundle.open(args.bundle)
-    if bundle.format == "pte":
+    if bundle.format == contract.FORMAT_PTE:
         from executorch.extension.pybindings import portable_lib
 
         portable_lib._unsafe_reset_threadpool(len(cores))
     else:
         import onnxruntime  # noqa: F401  (libraries count as the app's, not the bundle's)
-    encoder = Encoder(bundle.input_spec, bundle.tokenizer_path)
-    examples = load_examples("digits", "train", limit=encoder.batch_size)
+    encoder = bundle.encoder()
+    examples = load_dataset("digits", "train", limit=encoder.batch_size)
     batch = encoder.batch(examples)
     masks = bundle.schedule.phase_masks(0)
 
@@ -68,15 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(bundle)
     load_s = time.perf_counter() - t0
     after_load = _status_bytes("VmRSS")
-    optimizer = None if bundle.format == "onnx" else make_optimizer(bundle.optimizer.get("name", "sgd"), bundle.optimizer, runtime=bundle.format)
     rss, times, losses = [], [], []
     for _ in range(args.steps):
         t = time.perf_counter()
         losses.append(engine.forward_backward([*batch, *masks]))
-        if optimizer is not None:
-            optimizer.step(engine.parameters(), engine.gradients())
-        else:
-            engine.optimizer_step()
+        engine.step()
         times.append(time.perf_counter() - t)
         rss.append(_status_bytes("VmRSS"))
     result = {

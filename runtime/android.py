@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobile_peft.errors import ConfigError, MobilePeftError
+from mobile_peft.core.errors import ConfigError, MobilePeftError
 
 REMOTE_DIR = "/data/local/tmp/mobile_peft"
 
@@ -106,7 +106,9 @@ class AdbDevice:
         device = cls(serial)
         state = device.adb("get-state").strip()
         if state != "device":
-            raise ConfigError(f"adb reports state {state!r}; start an emulator (emulator -avd NAME) or plug in a device.")
+            raise ConfigError(
+                f"adb reports state {state!r}; start an emulator (emulator -avd NAME) or plug in a device."
+            )
         return device
 
     def adb(self, *args: str) -> str:
@@ -125,7 +127,9 @@ class AdbDevice:
     def meminfo(self, pid: int) -> MemInfo:
         return parse_meminfo(self.shell(f"dumpsys meminfo {pid}"))
 
-    def sample_while_running(self, pid: int, interval_s: float = 0.5, max_samples: int = 10_000) -> list[MemInfo]:
+    def sample_while_running(
+        self, pid: int, interval_s: float = 0.5, max_samples: int = 10_000
+    ) -> list[MemInfo]:
         """``dumpsys meminfo`` every ``interval_s`` until the process exits."""
         samples: list[MemInfo] = []
         while len(samples) < max_samples:
@@ -143,4 +147,8 @@ def peak(samples: Sequence[MemInfo]) -> dict[str, int | None]:
     if not samples:
         raise MobilePeftError("no dumpsys meminfo sample was taken: the runner exited before the first one.")
     rss = [s.total_rss for s in samples if s.total_rss is not None]
-    return {"peak_pss_bytes": max(s.total_pss for s in samples), "peak_rss_bytes": max(rss) if rss else None, "samples": len(samples)}
+    return {
+        "peak_pss_bytes": max(s.total_pss for s in samples),
+        "peak_rss_bytes": max(rss) if rss else None,
+        "samples": len(samples),
+    }

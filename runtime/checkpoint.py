@@ -80,7 +80,9 @@ def save_checkpoint(
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint directory of ``run_dir``, or None."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    done = sorted(p for p in root.glob(_PREFIX + "*") if (p / META_FILE).is_file() and (p / STATE_FILE).is_file())
+    done = sorted(
+        p for p in root.glob(_PREFIX + "*") if (p / META_FILE).is_file() and (p / STATE_FILE).is_file()
+    )
     return done[-1] if done else None
 
 

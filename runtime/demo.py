@@ -13,8 +13,14 @@ from .trainer import TrainOptions, train_bundle
 __all__ = ["runtime_demo"]
 
 
-def runtime_demo(bundle_dir: str | Path, out_dir: str | Path, steps: int = 30, data: str = "digits:next-digit",
-                 devices: tuple[str, ...] = ("host", "galaxy-a14", "pixel-7", "iphone-12"), eval_limit: int = 64) -> dict[str, Any]:
+def runtime_demo(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    steps: int = 30,
+    data: str = "digits:next-digit",
+    devices: tuple[str, ...] = ("host", "galaxy-a14", "pixel-7", "iphone-12"),
+    eval_limit: int = 64,
+) -> dict[str, Any]:
     """Train ``steps`` on-device steps into ``out_dir``, evaluate before/after, profile per device.
 
     Returns ``{"train": ..., "accuracy_before": ..., "accuracy_after": ..., "profile": {device: report}}``;
@@ -22,7 +28,9 @@ def runtime_demo(bundle_dir: str | Path, out_dir: str | Path, steps: int = 30, d
     """
     out_dir = Path(out_dir)
     before = evaluate_bundle(bundle_dir, data, limit=eval_limit)
-    report = train_bundle(bundle_dir, out_dir, TrainOptions(steps=steps, data=data, checkpoint_every=max(1, steps // 3)))
+    report = train_bundle(
+        bundle_dir, out_dir, TrainOptions(steps=steps, data=data, checkpoint_every=max(1, steps // 3))
+    )
     after = evaluate_bundle(bundle_dir, data, adapter=out_dir, limit=eval_limit)
     profiles = {device: profile_bundle(bundle_dir, device, steps=3) for device in devices}
     return {
@@ -36,9 +44,16 @@ def runtime_demo(bundle_dir: str | Path, out_dir: str | Path, steps: int = 30, d
         "adapter_dir": str(out_dir),
         "profile": profiles,
         "profile_table": [
-            {"device": d, "budget_bytes": p["app_budget_bytes"], "peak_growth_bytes": p["peak_growth_bytes"],
-             "planned_total_bytes": p["planned_total_bytes"], "step_ms": round(1000 * p["step_seconds_median"], 1),
-             "threads": p["threads"], "fits": p["fits"], "max_batch_size": p["max_batch_size"]}
+            {
+                "device": d,
+                "budget_bytes": p["app_budget_bytes"],
+                "peak_growth_bytes": p["peak_growth_bytes"],
+                "planned_total_bytes": p["planned_total_bytes"],
+                "step_ms": round(1000 * p["step_seconds_median"], 1),
+                "threads": p["threads"],
+                "fits": p["fits"],
+                "max_batch_size": p["max_batch_size"],
+            }
             for d, p in profiles.items()
         ],
     }

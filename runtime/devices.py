@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 
 HOST = "host"
 
@@ -42,7 +42,10 @@ class DeviceProfile:
 
 def _phone_profiles() -> dict[str, DeviceProfile]:
     raw = json.loads(resources.files(__package__).joinpath("devices.json").read_text())
-    return {name: DeviceProfile(name=name, **{**p, "sources": tuple(p["sources"])}) for name, p in raw["profiles"].items()}
+    return {
+        name: DeviceProfile(name=name, **{**p, "sources": tuple(p["sources"])})
+        for name, p in raw["profiles"].items()
+    }
 
 
 def _meminfo_bytes(key: str) -> int | None:

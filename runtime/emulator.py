@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mobile_peft.errors import ConfigError, MobilePeftError
-from mobile_peft.export import contract
+from mobile_peft.core import contract
+from mobile_peft.core.errors import ConfigError, MobilePeftError
 
 from .android import REMOTE_DIR, AdbDevice, peak
 from .bundle import Bundle
@@ -34,8 +34,15 @@ __all__ = ["profile_on_emulator"]
 RUNNER_NAME = "mobile_peft_runner"
 
 
-def profile_on_emulator(bundle: str | Path | Bundle, steps: int = 5, serial: str | None = None, runner: str | Path | None = None,
-                        device: str = "host", adb: AdbDevice | None = None, interval_s: float = 0.5) -> dict[str, Any]:
+def profile_on_emulator(
+    bundle: str | Path | Bundle,
+    steps: int = 5,
+    serial: str | None = None,
+    runner: str | Path | None = None,
+    device: str = "host",
+    adb: AdbDevice | None = None,
+    interval_s: float = 0.5,
+) -> dict[str, Any]:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     if runner is None or not Path(runner).is_file():
         raise ConfigError(
@@ -45,7 +52,7 @@ def profile_on_emulator(bundle: str | Path | Bundle, steps: int = 5, serial: str
     adb = adb or AdbDevice.connect(serial)
     remote_bundle = posixpath.join(REMOTE_DIR, "bundle")
     adb.shell(f"rm -rf {REMOTE_DIR} && mkdir -p {remote_bundle}")
-    names = [contract.MANIFEST_FILE, *(entry["path"] for entry in bundle.manifest[contract.Key.FILES])]
+    names = [contract.MANIFEST_FILE, *(entry[contract.FileKey.PATH] for entry in bundle.manifest.files)]
     for name in names:
         adb.push(bundle.file(name), posixpath.join(remote_bundle, name))
     remote_runner = posixpath.join(REMOTE_DIR, RUNNER_NAME)
@@ -69,8 +76,13 @@ def profile_on_emulator(bundle: str | Path | Bundle, steps: int = 5, serial: str
     budget = get_device(device).app_budget_bytes if device != "host" else None
     step_s = sorted(result.get("step_seconds", [])) or [float("nan")]
     return {
-        "bundle": str(bundle.path), "device": device, "pid": int(started), **memory,
-        "step_seconds_median": step_s[len(step_s) // 2], "losses": result.get("losses", []),
+        "bundle": str(bundle.path),
+        "device": device,
+        "pid": int(started),
+        **memory,
+        "step_seconds_median": step_s[len(step_s) // 2],
+        "losses": result.get("losses", []),
         "pss_per_sample_bytes": [s.total_pss for s in samples],
-        "app_budget_bytes": budget, "fits": (memory["peak_pss_bytes"] <= budget) if budget else None,
+        "app_budget_bytes": budget,
+        "fits": (memory["peak_pss_bytes"] <= budget) if budget else None,
     }

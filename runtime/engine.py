@@ -4,9 +4,11 @@ An engine runs the bundle's joint training graph and exposes its trainable tenso
 gradients as numpy arrays, in the manifest's ``trainable`` order::
 
     loss = engine.forward_backward([pixel_values, input_ids, labels, *masks])
-    engine.parameters()  # {name: array}: live views, optimisers update them in place
+    engine.step()        # the optimiser (numpy / ExecuTorch's SGD for pte, the artifact's for onnx)
+    engine.parameters()  # {name: array}
     engine.gradients()   # {name: array}: of the last forward_backward
     loss, logits = engine.evaluate([pixel_values, input_ids, labels, *masks])
+    engine.state()       # what a checkpoint stores; engine.restore(...) reads it back
 
 :class:`PteEngine` drives ExecuTorch exactly as ExecuTorch's ``llm_pte_finetuning/runner.py`` and
 the C++/Kotlin ``TrainingModule.load(pte, ptd)`` do: ``_load_for_executorch(pte, ptd)`` (the
@@ -17,23 +19,42 @@ ExecuTorch's pybindings take torch tensors as inputs; nothing here uses autograd
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from mobile_peft.errors import ConfigError, MissingExtraError
-from mobile_peft.export import contract
+from mobile_peft.core import contract
+from mobile_peft.core.contract import MethodKey
+from mobile_peft.core.errors import ConfigError, MissingExtraError
 
 from .bundle import Bundle
+from .optim import Optimizer, make_optimizer
 
-__all__ = ["Engine", "PteEngine", "make_engine"]
+__all__ = ["PARAM_PREFIX", "Engine", "EngineState", "PteEngine", "make_engine"]
+
+PARAM_PREFIX = "param/"  # checkpoint tensor names of the trainable tensors
+
+
+@dataclass
+class EngineState:
+    """What a checkpoint stores for an engine: tensors (the trainable ones under
+    :data:`PARAM_PREFIX`, then the optimiser's), the optimiser's step count, and files the format
+    keeps in its own layout (written into the checkpoint directory before it is committed)."""
+
+    tensors: dict[str, np.ndarray]
+    optimizer_step: int
+    write_files: Callable[[Path], None] | None = field(default=None)
 
 
 class Engine(Protocol):
     names: list[str]
 
     def forward_backward(self, inputs: Sequence[np.ndarray]) -> float: ...
+
+    def step(self) -> None: ...
 
     def parameters(self) -> dict[str, np.ndarray]: ...
 
@@ -43,28 +64,38 @@ class Engine(Protocol):
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> tuple[float, np.ndarray]: ...
 
+    def state(self) -> EngineState: ...
+
+    def restore(self, directory: Path, tensors: dict[str, np.ndarray], optimizer_step: int) -> None: ...
+
+
+def trained_parameters(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The trainable tensors of a checkpoint's tensors."""
+    return {k.removeprefix(PARAM_PREFIX): v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
+
 
 class PteEngine:
     """ExecuTorch ``model.pte`` + ``adapters.ptd`` (see the module docstring)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, optimizer: Optimizer) -> None:
         try:
             import torch
             from executorch.extension.pybindings.portable_lib import _load_for_executorch
         except ImportError:
             raise MissingExtraError("executorch", "executorch", "Training a .pte bundle") from None
         self._torch = torch
+        self.optimizer = optimizer
         methods = bundle.methods
-        train = methods.get("train", {})
-        self.method = train.get("method", contract.METHOD_TRAIN)
-        self.eval_method = methods.get("eval", {}).get("method", contract.METHOD_EVAL)
-        program = bundle.file(methods.get("program", contract.PTE_FILE))
-        data = bundle.file(methods.get("trainable_data", contract.PTD_FILE))
+        train = methods[MethodKey.TRAIN]
+        self.method = train[MethodKey.METHOD]
+        self.eval_method = methods[MethodKey.EVAL][MethodKey.METHOD]
+        program = bundle.file(methods[MethodKey.PROGRAM])
+        data = bundle.file(methods[MethodKey.TRAINABLE_DATA])
         self.module = _load_for_executorch(str(program), str(data))
         run = self.module.run_method
-        self._grad_start = int(run(train.get("gradients_index_method", contract.ET_GRADIENTS_INDEX_PREFIX + self.method), ())[0])
-        self._param_start = int(run(train.get("parameters_index_method", contract.ET_PARAMETERS_INDEX_PREFIX + self.method), ())[0])
-        fqns = list(run(train.get("fqn_method", contract.ET_FQN_PREFIX + self.method), ()))
+        self._grad_start = int(run(train[MethodKey.GRADIENTS_INDEX_METHOD], ())[0])
+        self._param_start = int(run(train[MethodKey.PARAMETERS_INDEX_METHOD], ())[0])
+        fqns = list(run(train[MethodKey.FQN_METHOD], ()))
         self.names = [t.name for t in bundle.trainable]
         if sorted(fqns) != sorted(self.names):
             raise ConfigError(
@@ -93,11 +124,26 @@ class PteEngine:
         self._grads = {n: out[self._grad_start + i].numpy().copy() for i, n in enumerate(self._fqns)}
         return float(out[0])
 
+    def step(self) -> None:
+        self.optimizer.step(self.parameters(), self.gradients())
+
+    def state(self) -> EngineState:
+        optimizer = self.optimizer.state_dict()
+        tensors = {PARAM_PREFIX + k: v for k, v in self.parameters().items()}
+        return EngineState({**tensors, **optimizer["tensors"]}, int(optimizer["step"]))
+
+    def restore(self, directory: Path, tensors: dict[str, np.ndarray], optimizer_step: int) -> None:
+        self.set_parameters(trained_parameters(tensors))
+        state = {k: v for k, v in tensors.items() if not k.startswith(PARAM_PREFIX)}
+        self.optimizer.load_state_dict({"step": optimizer_step, "tensors": state})
+
     def parameters(self) -> dict[str, np.ndarray]:
         if self._params is None and self._pending is not None:
             return dict(self._pending)  # restored but not run yet (a resumed run that was complete)
         if self._params is None:
-            raise ConfigError("the .pte exposes its weights after the first forward_backward; run one step first.")
+            raise ConfigError(
+                "the .pte exposes its weights after the first forward_backward; run one step first."
+            )
         return {n: self._params[n] for n in self.names}
 
     def gradients(self) -> dict[str, np.ndarray]:
@@ -124,11 +170,18 @@ class PteEngine:
         return float(loss), logits.numpy().copy()
 
 
-def make_engine(bundle: Bundle, lr: float | None = None) -> Engine:
-    """The engine of ``bundle``'s format; ``lr`` is for formats whose optimiser is in the artifact."""
+def make_engine(bundle: Bundle, lr: float | None = None, optimizer: str | None = None) -> Engine:
+    """The engine of ``bundle``'s format. ``lr`` overrides the manifest's learning rate;
+    ``optimizer`` its optimiser (``pte`` only: an ``onnx`` artifact has its optimiser built in)."""
+    name = optimizer or bundle.optimizer[contract.OptimizerKey.NAME]
     if bundle.format == contract.FORMAT_PTE:
-        return PteEngine(bundle)
+        return PteEngine(bundle, make_optimizer(name, bundle.optimizer, lr, runtime=bundle.format))
     if bundle.format == contract.FORMAT_ONNX:
+        if name != bundle.optimizer[contract.OptimizerKey.NAME]:
+            raise ConfigError(
+                f"an onnx bundle trains with the optimizer built into its artifact "
+                f"({bundle.optimizer[contract.OptimizerKey.NAME]!r}); got --optimizer {name!r}."
+            )
         from .ort import OrtEngine
 
         return OrtEngine(bundle, lr=lr)

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from mobile_peft.errors import CheckpointError
+from mobile_peft.core.adapter_files import ADAPTER_CONFIG_NAME
+from mobile_peft.core.contract import IGNORE_INDEX
+from mobile_peft.core.datasets import load_dataset
+from mobile_peft.core.errors import CheckpointError
 
-from .adapter import ADAPTER_CONFIG_NAME, read_adapter
+from .adapter import read_adapter
 from .bundle import Bundle
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .data import load_examples
-from .engine import make_engine
+from .engine import make_engine, trained_parameters
 
 __all__ = ["EvalReport", "correct_answers", "evaluate_bundle"]
 
@@ -33,10 +35,15 @@ class EvalReport:
     adapter: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "loss": self.loss, "examples": self.examples, "adapter": self.adapter}
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "examples": self.examples,
+            "adapter": self.adapter,
+        }
 
 
-def correct_answers(logits: np.ndarray, labels: np.ndarray, ignore_index: int = -100) -> np.ndarray:
+def correct_answers(logits: np.ndarray, labels: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """``[B]`` bool: every labelled ``labels[:, t + 1]`` is ``argmax logits[:, t]``."""
     pred = logits[:, :-1].argmax(-1)
     target = labels[:, 1:]
@@ -50,14 +57,21 @@ def _trained_state(bundle: Bundle, directory: Path) -> tuple[dict[str, np.ndarra
         return read_adapter(bundle, directory)
     last = latest_checkpoint(directory)
     if last is None:
-        raise CheckpointError(f"{directory} holds neither {ADAPTER_CONFIG_NAME} nor checkpoints; pass a `mobile-peft train --out` directory.")
+        raise CheckpointError(
+            f"{directory} holds neither {ADAPTER_CONFIG_NAME} nor checkpoints; pass a `mobile-peft train --out` directory."
+        )
     tensors, meta = load_checkpoint(last)
-    params = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("param/")}
-    return params, [np.asarray(m, dtype=np.float32) for m in meta["masks"]]
+    return trained_parameters(tensors), [np.asarray(m, dtype=np.float32) for m in meta["masks"]]
 
 
-def evaluate_bundle(bundle: str | Path | Bundle, data: str = "digits", adapter: str | Path | None = None,
-                    split: str = "eval", seed: int = 0, limit: int | None = None) -> EvalReport:
+def evaluate_bundle(
+    bundle: str | Path | Bundle,
+    data: str = "digits",
+    adapter: str | Path | None = None,
+    split: str = "eval",
+    seed: int = 0,
+    limit: int | None = None,
+) -> EvalReport:
     """Accuracy and mean loss over ``data``'s ``split`` at the bundle's initial adapter tensors and
     first-phase masks, or at the adapter saved in ``adapter`` (a run directory)."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -67,7 +81,7 @@ def evaluate_bundle(bundle: str | Path | Bundle, data: str = "digits", adapter: 
         params, masks = _trained_state(bundle, Path(adapter))
         engine.set_parameters(params)
     encoder = bundle.encoder()
-    examples = load_examples(data, split, seed=seed, limit=limit)
+    examples = load_dataset(data, split, seed=seed, limit=limit)
     b = encoder.batch_size
     correct, losses, weights = 0, [], []
     for start in range(0, len(examples), b):
@@ -76,8 +90,12 @@ def evaluate_bundle(bundle: str | Path | Bundle, data: str = "digits", adapter: 
         chunk = chunk + [chunk[-1]] * (b - real)
         pixels, ids, labels = encoder.batch(chunk)
         loss, logits = engine.evaluate([pixels, ids, labels, *masks])
-        correct += int(correct_answers(logits, labels, encoder.ignore_index)[:real].sum())
+        correct += int(correct_answers(logits, labels, encoder.ids.ignore_index)[:real].sum())
         losses.append(loss)
         weights.append(real)
-    return EvalReport(correct / len(examples), float(np.average(losses, weights=weights)), len(examples),
-                      str(adapter) if adapter is not None else None)
+    return EvalReport(
+        correct / len(examples),
+        float(np.average(losses, weights=weights)),
+        len(examples),
+        str(adapter) if adapter is not None else None,
+    )

@@ -16,13 +16,27 @@ State (``state_dict``) is plain numpy arrays plus the step count, so checkpoints
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "SGD", "AdamW", "ExecuTorchSGD", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "SGD", "AdamW", "ExecuTorchSGD", "Optimizer", "make_optimizer"]
+
+
+class Optimizer(Protocol):
+    """Updates named parameters in place from named gradients; state is numpy + a step count."""
+
+    name: str
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def state_bytes(self, numel: int) -> int: ...
 
 
 class SGD:
@@ -55,7 +69,11 @@ class SGD:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
-        self.buffers = {k.split("/", 1)[1]: np.array(v, dtype=np.float32) for k, v in state["tensors"].items() if k.startswith("momentum/")}
+        self.buffers = {
+            k.split("/", 1)[1]: np.array(v, dtype=np.float32)
+            for k, v in state["tensors"].items()
+            if k.startswith("momentum/")
+        }
 
     def state_bytes(self, numel: int) -> int:
         return 4 * numel if self.momentum else 0
@@ -76,10 +94,16 @@ class ExecuTorchSGD:
         import torch
         from executorch.extension.training import get_sgd_optimizer
 
-        if self._optimizer is None or self._params is None or any(params[k] is not self._params[k] for k in params):
+        if (
+            self._optimizer is None
+            or self._params is None
+            or any(params[k] is not self._params[k] for k in params)
+        ):
             # Bind to the runtime's weight buffers (numpy views of them share memory with torch.from_numpy).
             self._params = dict(params)
-            self._optimizer = get_sgd_optimizer({k: torch.from_numpy(v) for k, v in params.items()}, self.lr, 0.0, 0.0, 0.0, False)
+            self._optimizer = get_sgd_optimizer(
+                {k: torch.from_numpy(v) for k, v in params.items()}, self.lr, 0.0, 0.0, 0.0, False
+            )
         self.step_count += 1
         self._optimizer.step({k: torch.from_numpy(np.ascontiguousarray(g)) for k, g in grads.items()})
 
@@ -96,7 +120,13 @@ class ExecuTorchSGD:
 class AdamW:
     name = "adamw"
 
-    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+    def __init__(
+        self,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
         self.lr, self.beta1, self.beta2 = float(lr), float(betas[0]), float(betas[1])
         self.eps, self.weight_decay = float(eps), float(weight_decay)
         self.step_count = 0
@@ -142,17 +172,29 @@ class AdamW:
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def make_optimizer(name: str, defaults: dict[str, Any], lr: float | None = None, runtime: str | None = None) -> SGD | AdamW | ExecuTorchSGD:
+def make_optimizer(
+    name: str, defaults: dict[str, Any], lr: float | None = None, runtime: str | None = None
+) -> SGD | AdamW | ExecuTorchSGD:
     """The optimiser ``name`` with the manifest's ``optimizer`` defaults (``lr`` overrides);
     ``runtime="pte"`` gives ExecuTorch's own SGD when there is no momentum or weight decay."""
     lr = float(lr if lr is not None else defaults.get("lr", 1e-2))
-    plain = not float(defaults.get("momentum", 0.0) or 0.0) and not float(defaults.get("weight_decay", 0.0) or 0.0)
+    plain = not float(defaults.get("momentum", 0.0) or 0.0) and not float(
+        defaults.get("weight_decay", 0.0) or 0.0
+    )
     if name == "sgd" and runtime == "pte" and plain:
         return ExecuTorchSGD(lr)
     if name == "sgd":
-        return SGD(lr, momentum=float(defaults.get("momentum", 0.0)), weight_decay=float(defaults.get("weight_decay", 0.0)))
+        return SGD(
+            lr,
+            momentum=float(defaults.get("momentum", 0.0)),
+            weight_decay=float(defaults.get("weight_decay", 0.0)),
+        )
     if name == "adamw":
         betas = tuple(defaults.get("betas", (0.9, 0.999)))
-        return AdamW(lr, betas=(float(betas[0]), float(betas[1])), eps=float(defaults.get("eps", 1e-8)),
-                     weight_decay=float(defaults.get("weight_decay", 0.01)))
+        return AdamW(
+            lr,
+            betas=(float(betas[0]), float(betas[1])),
+            eps=float(defaults.get("eps", 1e-8)),
+            weight_decay=float(defaults.get("weight_decay", 0.01)),
+        )
     raise ConfigError(f"optimizer {name!r} is not available in the runtime; expected one of {OPTIMIZERS}.")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_peft.errors import MissingExtraError
-from mobile_peft.export import contract
+from mobile_peft.core.contract import MethodKey, OptimizerKey
+from mobile_peft.core.errors import MissingExtraError
 
 from .bundle import Bundle
+from .engine import PARAM_PREFIX, EngineState
 
 __all__ = ["ORT_STATE", "OrtEngine"]
 
@@ -37,19 +38,20 @@ class OrtEngine:
         onnxruntime.set_default_logger_severity(3)
         self.bundle = bundle
         self.names = [t.name for t in bundle.trainable]
-        self.lr = float(lr if lr is not None else bundle.optimizer.get("lr", 1e-3))
+        self.lr = float(lr if lr is not None else bundle.optimizer[OptimizerKey.LR])
         methods = bundle.methods
         self._files = {
-            "training": bundle.file(methods.get("training_model", contract.ONNX_TRAINING_FILE)),
-            "eval": bundle.file(methods.get("eval_model", contract.ONNX_EVAL_FILE)),
-            "optimizer": bundle.file(methods.get("optimizer_model", contract.ONNX_OPTIMIZER_FILE)),
+            "training": bundle.file(methods[MethodKey.TRAINING_MODEL]),
+            "eval": bundle.file(methods[MethodKey.EVAL_MODEL]),
+            "optimizer": bundle.file(methods[MethodKey.OPTIMIZER_MODEL]),
         }
-        self._open(CheckpointState.load_checkpoint(str(bundle.file(methods.get("checkpoint", contract.ONNX_CHECKPOINT_FILE)))))
+        self._steps = 0
+        self._open(CheckpointState.load_checkpoint(str(bundle.file(methods[MethodKey.CHECKPOINT]))))
 
     def _open(self, state) -> None:  # noqa: ANN001
         from onnxruntime.training.api import Module, Optimizer
 
-        self.state = state
+        self._checkpoint = state
         self.module = Module(str(self._files["training"]), state, str(self._files["eval"]))
         self.optimizer = Optimizer(str(self._files["optimizer"]), self.module)
         self.optimizer.set_learning_rate(self.lr)
@@ -62,35 +64,45 @@ class OrtEngine:
         self._grads = {}
         return float(loss)
 
-    def optimizer_step(self) -> None:
+    def step(self) -> None:
         self.optimizer.step()
         self.module.lazy_reset_grad()
+        self._steps += 1
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Copies of the adapter tensors (ORT owns the buffers; write back with :meth:`set_parameters`)."""
-        return {n: np.array(self.state.parameters[n].data) for n in self.names}
+        return {n: np.array(self._checkpoint.parameters[n].data) for n in self.names}
 
     def gradients(self) -> dict[str, np.ndarray]:
         if not self._grads:
-            self._grads = {n: np.array(self.state.parameters[n].grad) for n in self.names}
+            self._grads = {n: np.array(self._checkpoint.parameters[n].grad) for n in self.names}
         return self._grads
 
     def set_parameters(self, values: dict[str, np.ndarray]) -> None:
         for name, value in values.items():
-            self.state.parameters[name].data = np.ascontiguousarray(value, dtype=np.float32)
+            self._checkpoint.parameters[name].data = np.ascontiguousarray(value, dtype=np.float32)
 
     def evaluate(self, inputs: Sequence[np.ndarray]) -> tuple[float, np.ndarray]:
         self.module.eval()
         loss, logits = self.module(*[np.ascontiguousarray(x) for x in inputs])[:2]
         return float(loss), np.asarray(logits)
 
-    # -- checkpoints (trainer hooks) ---------------------------------------------------------------
-    def save_state(self, directory: Path) -> None:
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def state(self) -> EngineState:
+        """The adapter tensors (for readers of the checkpoint) and ORT's own checkpoint file, which
+        also holds the optimiser moments."""
         from onnxruntime.training.api import CheckpointState
 
-        CheckpointState.save_checkpoint(self.state, str(Path(directory) / ORT_STATE), include_optimizer_state=True)
+        def write(directory: Path) -> None:
+            CheckpointState.save_checkpoint(
+                self._checkpoint, str(Path(directory) / ORT_STATE), include_optimizer_state=True
+            )
 
-    def load_state(self, directory: Path) -> None:
+        tensors = {PARAM_PREFIX + k: v for k, v in self.parameters().items()}
+        return EngineState(tensors, self._steps, write)
+
+    def restore(self, directory: Path, tensors: dict[str, np.ndarray], optimizer_step: int) -> None:
         from onnxruntime.training.api import CheckpointState
 
         self._open(CheckpointState.load_checkpoint(str(Path(directory) / ORT_STATE)))
+        self._steps = int(optimizer_step)

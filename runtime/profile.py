@@ -30,8 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mobile_peft.errors import MobilePeftError
-from mobile_peft.export import contract
+from mobile_peft.core import contract
+from mobile_peft.core.contract import BackboneKey, MethodKey, ModelKey, OptimizerKey
+from mobile_peft.core.errors import MobilePeftError
 
 from .bundle import Bundle
 from .devices import get_device
@@ -47,37 +48,53 @@ def planned_memory(bundle: Bundle) -> dict[str, Any] | None:
         return None
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    pte = deserialize_pte_binary(bundle.file(bundle.methods.get("program", contract.PTE_FILE)).read_bytes())
+    pte = deserialize_pte_binary(bundle.file(bundle.methods[MethodKey.PROGRAM]).read_bytes())
     program = pte.program
     constant = sum(len(b.storage) for b in program.constant_buffer)
     delegate = sum(len(d.data) for d in program.backend_delegate_data)
     named = sum(len(b) for b in pte.named_data.buffers) if pte.named_data is not None else 0
-    methods = {plan.name: [int(x) for x in plan.non_const_buffer_sizes[1:]] for plan in program.execution_plan}
+    methods = {
+        plan.name: [int(x) for x in plan.non_const_buffer_sizes[1:]] for plan in program.execution_plan
+    }
     return {
         "constant_bytes": constant + delegate + named,
         "constant_tensor_bytes": constant,
         "delegate_blob_bytes": delegate + named,
-        "trainable_data_bytes": bundle.file(bundle.methods.get("trainable_data", contract.PTD_FILE)).stat().st_size,
+        "trainable_data_bytes": bundle.file(bundle.methods[MethodKey.TRAINABLE_DATA]).stat().st_size,
         "arena_bytes_by_method": methods,
-        "train_arena_bytes": sum(methods.get(bundle.methods.get("train", {}).get("method", contract.METHOD_TRAIN), [])),
+        "train_arena_bytes": sum(methods.get(bundle.methods[MethodKey.TRAIN][MethodKey.METHOD], [])),
     }
 
 
 def _measure(bundle: Bundle, steps: int, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mobile-peft-profile-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "mobile_peft.runtime._profile_worker", str(bundle.path), "--steps", str(steps),
-               "--threads", str(threads), "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        cmd = [
+            sys.executable,
+            "-m",
+            "mobile_peft.runtime._profile_worker",
+            str(bundle.path),
+            "--steps",
+            str(steps),
+            "--threads",
+            str(threads),
+            "--out",
+            str(out),
+        ]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)}
+        )
         if proc.returncode != 0 or not out.is_file():
-            raise MobilePeftError(f"the profiling process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            raise MobilePeftError(
+                f"the profiling process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+            )
         return json.loads(out.read_text())
 
 
 def _input_bytes(bundle: Bundle) -> int:
-    spec = bundle.input_spec
-    b, s, t = int(spec["batch_size"]), int(spec["image_size"]), int(spec["max_text_len"])
-    masks = sum(int(info["r_max"]) for slots in bundle.schedule.modules.values() for info in slots.values())
+    inputs = bundle.input_spec
+    b, s, t = inputs.batch_size, inputs.spec.image_size, inputs.spec.max_text_len
+    masks = sum(e.r_max for e in bundle.schedule.mask_inputs)
     return b * 3 * s * s * 4 + 2 * b * t * 8 + 4 * masks
 
 
@@ -92,9 +109,13 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     growth = measured["peak_rss_bytes"] - measured["baseline_rss_bytes"]
 
     adapters = 4 * sum(t.numel for t in bundle.trainable)
-    opt_name = bundle.optimizer.get("name", "sgd")
-    optimizer = 8 * adapters // 4 if opt_name == "adamw" else (adapters if float(bundle.optimizer.get("momentum", 0) or 0) else 0)
-    backbone = int(bundle.manifest[contract.Key.BACKBONE]["total_bytes"])
+    opt_name = bundle.optimizer[OptimizerKey.NAME]
+    optimizer = (
+        8 * adapters // 4
+        if opt_name == "adamw"
+        else (adapters if float(bundle.optimizer.get(OptimizerKey.MOMENTUM, 0) or 0) else 0)
+    )
+    backbone = int(bundle.manifest.backbone[BackboneKey.TOTAL_BYTES])
     inputs = _input_bytes(bundle)
     if plan is not None:
         activations = max(plan["train_arena_bytes"] - 2 * adapters - inputs, 0)
@@ -102,12 +123,17 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     else:
         activations = max(growth - backbone - 2 * adapters - optimizer - inputs, 0)
         planned_total = None
-    breakdown = {"backbone_bytes": backbone, "adapter_bytes": adapters, "gradient_bytes": adapters,
-                 "optimizer_state_bytes": optimizer, "activation_bytes": activations, "input_bytes": inputs}
+    breakdown = {
+        "backbone_bytes": backbone,
+        "adapter_bytes": adapters,
+        "gradient_bytes": adapters,
+        "optimizer_state_bytes": optimizer,
+        "activation_bytes": activations,
+        "input_bytes": inputs,
+    }
 
-    spec = bundle.input_spec
-    batch, text_len = int(spec["batch_size"]), int(spec["max_text_len"])
-    seq = int(spec.get("sequence_length", text_len))
+    batch, text_len = bundle.input_spec.batch_size, bundle.input_spec.spec.max_text_len
+    seq = bundle.input_spec.sequence_length
     budget = profile.app_budget_bytes
     fixed = max(growth - activations, 0)
     per_example = activations / batch if batch else 0
@@ -120,8 +146,8 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     return {
         "bundle": str(bundle.path),
         "format": bundle.format,
-        "model": bundle.manifest[contract.Key.MODEL].get("name"),
-        "quant": bundle.manifest[contract.Key.BACKBONE].get("quant"),
+        "model": bundle.manifest.model[ModelKey.NAME],
+        "quant": bundle.manifest.backbone[BackboneKey.QUANT],
         "device": profile.name,
         "device_display_name": profile.display_name,
         "app_budget_bytes": budget,
@@ -147,6 +173,8 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
         "max_batch_size": max_batch,
         "max_sequence_length": max_seq,
         "max_text_len": max(max_seq - image_tokens, 0) if max_seq is not None else None,
-        "notes": ("step time measured on this host pinned to the device's big-core count; the phone's "
-                  "clock and kernels differ. Max batch/sequence: linear extrapolation of activation bytes."),
+        "notes": (
+            "step time measured on this host pinned to the device's big-core count; the phone's "
+            "clock and kernels differ. Max batch/sequence: linear extrapolation of activation bytes."
+        ),
     }

@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from mobile_peft.errors import ConfigError
-from mobile_peft.export import contract
+from mobile_peft.core.datasets import load_dataset
+from mobile_peft.core.errors import ConfigError
+from mobile_peft.core.schedule import Ranks
+from mobile_peft.core.units import unit_key
 
 from .adapter import write_adapter
 from .bundle import Bundle
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .data import DataStream, StreamPosition, load_examples
+from .data import DataStream, StreamPosition
 from .engine import Engine, make_engine
-from .optim import make_optimizer
 from .realloc import Reallocator
 
 __all__ = ["TrainOptions", "TrainReport", "train_bundle"]
@@ -75,19 +76,16 @@ class TrainReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir), "steps": self.steps, "resumed_from": self.resumed_from,
-            "first_loss": self.losses[0] if self.losses else None, "final_loss": self.losses[-1] if self.losses else None,
-            "rank_changes": sum(1 for e in self.events if e.get("applied", True)), "seconds": round(self.seconds, 2),
+            "run_dir": str(self.run_dir),
+            "steps": self.steps,
+            "resumed_from": self.resumed_from,
+            "first_loss": self.losses[0] if self.losses else None,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "rank_changes": sum(1 for e in self.events if e.get("applied", True)),
+            "seconds": round(self.seconds, 2),
             "mean_step_ms": round(1000 * float(np.mean(self.step_seconds)), 2) if self.step_seconds else None,
             "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
         }
-
-
-def _optimizer_name(bundle: Bundle, requested: str | None) -> str:
-    name = requested or bundle.optimizer.get("name", "sgd")
-    if bundle.format == contract.FORMAT_ONNX and name != bundle.optimizer.get("name"):
-        raise ConfigError(f"an onnx bundle trains with the optimizer built into its artifact ({bundle.optimizer.get('name')!r}); got --optimizer {name!r}.")
-    return name
 
 
 class _Run:
@@ -96,10 +94,8 @@ class _Run:
     def __init__(self, bundle: Bundle, engine: Engine, opts: TrainOptions, run_dir: Path) -> None:
         self.bundle, self.engine, self.opts, self.run_dir = bundle, engine, opts, run_dir
         self.schedule = bundle.schedule
-        examples = load_examples(opts.data, "train", seed=opts.seed, limit=opts.train_limit)
+        examples = load_dataset(opts.data, "train", seed=opts.seed, limit=opts.train_limit)
         self.stream = DataStream(examples, bundle.encoder(), StreamPosition(seed=opts.seed))
-        self.optimizer = None if bundle.format == contract.FORMAT_ONNX else make_optimizer(
-            _optimizer_name(bundle, opts.optimizer), bundle.optimizer, opts.lr, runtime=bundle.format)
         self.step = 0
         self.phase = 0
         self.ranks = self.schedule.ranks(0)
@@ -109,48 +105,50 @@ class _Run:
         self.realloc: Reallocator | None = None
         if opts.on_device_realloc:
             every = opts.realloc_every if opts.realloc_every is not None else max(1, opts.steps // 3)
-            self.realloc = Reallocator(self.schedule, bundle.performance_model or {}, bundle.trainable, every, opts.steps, seed=opts.seed)
+            self.realloc = Reallocator(
+                self.schedule, bundle.performance_model, bundle.trainable, every, opts.steps, seed=opts.seed
+            )
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self) -> Path:
-        params = self.engine.parameters()
-        tensors = {f"param/{k}": v for k, v in params.items()}
-        extra: Callable[[Path], None] | None = None
-        if self.optimizer is not None:
-            state = self.optimizer.state_dict()
-            tensors.update(state["tensors"])
-            opt_step = state["step"]
-        else:
-            opt_step = self.step
-            extra = self.engine.save_state  # type: ignore[attr-defined]
+        state = self.engine.state()
         meta = {
-            "format": self.bundle.format, "optimizer_step": opt_step, "phase": self.phase, "ranks": self.ranks,
-            "masks": [m.tolist() for m in self.masks], "position": self.stream.position.as_dict(),
-            "losses": self.losses, "events": self.events, "realloc": self.realloc.state() if self.realloc else None,
+            "format": self.bundle.format,
+            "optimizer_step": state.optimizer_step,
+            "phase": self.phase,
+            "ranks": self.ranks,
+            "masks": [m.tolist() for m in self.masks],
+            "position": self.stream.position.as_dict(),
+            "losses": self.losses,
+            "events": self.events,
+            "realloc": self.realloc.state() if self.realloc else None,
             "options": {"data": self.opts.data, "seed": self.opts.seed, "steps": self.opts.steps},
             # Every random draw is a pure function of (seed, position): nothing else to store.
-            "rng": {"data_order": "numpy default_rng([seed, epoch]).permutation",
-                    "realloc_init": "numpy default_rng([seed, step]).uniform"},
+            "rng": {
+                "data_order": "numpy default_rng([seed, epoch]).permutation",
+                "realloc_init": "numpy default_rng([seed, step]).uniform",
+            },
         }
-        return save_checkpoint(self.run_dir, self.step, tensors, meta, extra, keep=self.opts.keep_checkpoints)
+        return save_checkpoint(
+            self.run_dir, self.step, state.tensors, meta, state.write_files, keep=self.opts.keep_checkpoints
+        )
 
     def restore(self, path: Path) -> None:
         tensors, meta = load_checkpoint(path)
         if meta.get("format") != self.bundle.format:
-            raise ConfigError(f"checkpoint {path} was written by a {meta.get('format')!r} run; this bundle is {self.bundle.format!r}.")
+            raise ConfigError(
+                f"checkpoint {path} was written by a {meta.get('format')!r} run; this bundle is {self.bundle.format!r}."
+            )
         if meta["options"]["data"] != self.opts.data or meta["options"]["seed"] != self.opts.seed:
-            raise ConfigError(f"checkpoint {path} trained on --data {meta['options']['data']} --seed {meta['options']['seed']}; "
-                              "resume with the same --data and --seed (or start a new --out).")
+            raise ConfigError(
+                f"checkpoint {path} trained on --data {meta['options']['data']} --seed {meta['options']['seed']}; "
+                "resume with the same --data and --seed (or start a new --out)."
+            )
         self.step, self.phase, self.ranks = int(meta["step"]), int(meta["phase"]), meta["ranks"]
         self.masks = [np.asarray(m, dtype=np.float32) for m in meta["masks"]]
         self.stream.position = StreamPosition(**meta["position"])
         self.losses, self.events = list(meta["losses"]), list(meta["events"])
-        params = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("param/")}
-        if self.optimizer is not None:
-            self.engine.set_parameters(params)
-            self.optimizer.load_state_dict({"step": meta["optimizer_step"], "tensors": {k: v for k, v in tensors.items() if not k.startswith("param/")}})
-        else:
-            self.engine.load_state(path)  # type: ignore[attr-defined]
+        self.engine.restore(path, tensors, int(meta["optimizer_step"]))
         if self.realloc and meta.get("realloc"):
             self.realloc.load_state(meta["realloc"])
 
@@ -160,7 +158,7 @@ class _Run:
         self.events.append(event)
         logger.info("step %d: %s", self.step, json.dumps(event, sort_keys=True))
 
-    def _set_ranks(self, ranks: dict[str, dict[str, int]], masks: list[np.ndarray]) -> None:
+    def _set_ranks(self, ranks: Ranks, masks: list[np.ndarray]) -> None:
         self.ranks, self.masks = ranks, masks
 
     def before_step(self) -> None:
@@ -169,43 +167,53 @@ class _Run:
             old = self.ranks
             self._set_ranks(self.schedule.ranks(phase), self.schedule.phase_masks(phase))
             self.phase = phase
-            self._log({"kind": "phase", "phase": phase, "params": self.schedule.params(self.ranks),
-                       "changed": _changes(old, self.ranks)})
+            self._log(
+                {
+                    "kind": "phase",
+                    "phase": phase,
+                    "params": self.schedule.params(self.ranks),
+                    "changed": _changes(old, self.ranks),
+                }
+            )
         if self.realloc is not None and self.realloc.due(self.step):
-            new, event = self.realloc.propose(self.ranks)
-            if event["applied"]:
+            decision = self.realloc.decide(self.step, self.ranks)
+            if decision.applied:
                 params = self.engine.parameters()
-                self.realloc.grow(params, self.ranks, new, self.step)
+                new = self.realloc.grow(params, decision)
                 self.engine.set_parameters(params)  # a no-op copy for pte (live views), a write-back for onnx
-                self._set_ranks(new, self.schedule.masks(new))
-            self._log(event)
+                self._set_ranks(new, self.schedule.input_masks(new))
+            self._log(decision.event(self.schedule.budget_params))
 
     def one_step(self) -> float:
         pixels, ids, labels = self.stream.next_batch()
         loss = self.engine.forward_backward([pixels, ids, labels, *self.masks])
         if self.realloc is not None:
             self.realloc.observe(self.engine.gradients(), self.ranks)
-        if self.optimizer is not None:
-            self.optimizer.step(self.engine.parameters(), self.engine.gradients())
-        else:
-            self.engine.optimizer_step()  # type: ignore[attr-defined]
+        self.engine.step()
         self.step += 1
         self.losses.append(loss)
         return loss
 
 
-def _changes(old: dict[str, dict[str, int]], new: dict[str, dict[str, int]]) -> dict[str, list[int]]:
-    return {f"{m}::{s}": [old[m][s], r] for m, slots in new.items() for s, r in slots.items() if old[m][s] != r}
+def _changes(old: Ranks, new: Ranks) -> dict[str, list[int]]:
+    return {
+        unit_key(m, s): [old[m][s], r] for m, slots in new.items() for s, r in slots.items() if old[m][s] != r
+    }
 
 
-def train_bundle(bundle: str | Path | Bundle, run_dir: str | Path, options: TrainOptions, resume: bool = False,
-                 on_step: Callable[[int, float], None] | None = None) -> TrainReport:
+def train_bundle(
+    bundle: str | Path | Bundle,
+    run_dir: str | Path,
+    options: TrainOptions,
+    resume: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainReport:
     """Train ``bundle`` for ``options.steps`` steps (in total, counting resumed ones) into ``run_dir``."""
     start = time.perf_counter()
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(bundle, make_engine(bundle, options.lr), options, run_dir)
+    run = _Run(bundle, make_engine(bundle, options.lr, options.optimizer), options, run_dir)
     resumed_from = None
     if resume:
         last = latest_checkpoint(run_dir)
@@ -214,7 +222,9 @@ def train_bundle(bundle: str | Path | Bundle, run_dir: str | Path, options: Trai
             resumed_from = run.step
             logger.info("resumed from %s (step %d)", last, run.step)
     elif latest_checkpoint(run_dir) is not None:
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue, or choose a new --out.")
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue, or choose a new --out."
+        )
     step_seconds = []
     while run.step < options.steps:
         run.before_step()
@@ -231,9 +241,32 @@ def train_bundle(bundle: str | Path | Bundle, run_dir: str | Path, options: Trai
     if bundle.schedule.has_scales:
         adapter_dir = write_adapter(bundle, run.engine.parameters(), run.masks, run_dir)
     else:  # the trained tensors stay in the last checkpoint; only the PEFT-format file is missing
-        logger.warning("%s records no adapter scales (alpha / r_max); the personal adapter was not written. "
-                       "Re-export the bundle with a mobile-peft whose manifest has rank_schedule.modules.*.slots.*.scale.", bundle.path)
-    report = TrainReport(run_dir, run.step, run.losses, run.events, resumed_from, time.perf_counter() - start, step_seconds, adapter_dir)
-    (run_dir / TRAIN_LOG).write_text(json.dumps({**report.as_dict(), "losses": run.losses, "events": run.events,
-                                                 "final_ranks": run.ranks, "bundle": str(bundle.path)}, indent=1) + "\n")
+        logger.warning(
+            "%s records no adapter scales (alpha / r_max); the personal adapter was not written. "
+            "Re-export the bundle with a mobile-peft whose manifest has rank_schedule.modules.*.slots.*.scale.",
+            bundle.path,
+        )
+    report = TrainReport(
+        run_dir,
+        run.step,
+        run.losses,
+        run.events,
+        resumed_from,
+        time.perf_counter() - start,
+        step_seconds,
+        adapter_dir,
+    )
+    (run_dir / TRAIN_LOG).write_text(
+        json.dumps(
+            {
+                **report.as_dict(),
+                "losses": run.losses,
+                "events": run.events,
+                "final_ranks": run.ranks,
+                "bundle": str(bundle.path),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return report

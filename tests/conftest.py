@@ -33,3 +33,19 @@ def tiny_batch(_tiny_base):
     examples = load_digits_task("digit-name", "train", limit=4)
     ds = VQADataset(examples, tokenizer, model.config.input_spec)
     return torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The tiny preset's word-level tokeniser."""
+    from mobile_peft.data import build_word_tokenizer
+
+    return build_word_tokenizer()
+
+
+@pytest.fixture
+def spec():
+    """A 16-pixel input spec with the default text layout."""
+    from mobile_peft.core.spec import InputSpec
+
+    return InputSpec(image_size=16)

@@ -4,21 +4,17 @@ whose messages name the field, the value and the fix."""
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.adapter_files import ModuleRanks
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
     from .base import AdapterLayer
 
-K = TypeVar("K", bound=Hashable)
 
-# Per-module ranks and alphas of a saved (effective) adapter: path -> slot -> (rank, alpha).
-ModuleRanks = dict[str, dict[str, tuple[int, float | None]]]
 
 
 class AdapterConfig(Protocol):
@@ -27,6 +23,11 @@ class AdapterConfig(Protocol):
     method: ClassVar[str]
     target_modules: str | list[str]
     exclude_modules: str | list[str] | None
+
+    @classmethod
+    def uniform(cls, rank: int, alpha: float, target_modules: str | list[str], exclude_modules: str | list[str] | None = None) -> Self:
+        """Every adapted module (every slot) at ``rank`` with scale numerator ``alpha``."""
+        ...
 
     def build_layer(self, base_layer: nn.Module, path: str) -> AdapterLayer: ...
 
@@ -91,13 +92,3 @@ def check_pattern_keys(field: str, pattern: object) -> dict[str, Any]:
             raise ConfigError(f"{field} key {key!r} is invalid; expected a non-empty regex string.")
         _check_regex(field, key)
     return dict(pattern)
-
-
-def most_common(values: list[K]) -> K:
-    """The most frequent value; ties go to the first seen (deterministic file contents)."""
-    return Counter(values).most_common(1)[0][0]
-
-
-def exact_pattern(path: str) -> str:
-    """A pattern key that matches exactly the module ``path`` under PEFT's pattern rules."""
-    return re.escape(path)

@@ -6,7 +6,7 @@ import logging
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ._config import AdapterConfig
 from .base import adapter_layers, mark_only_adapters_trainable
 from .registry import method_for_config

@@ -1,45 +1,37 @@
 """Save and load adapters as ``adapter_config.json`` + ``adapter_model.safetensors``.
 
-LoRA files are Hugging Face PEFT files: ``PeftModel.from_pretrained(base, directory)`` loads
-them and gives the same outputs. Tensor keys are ``base_model.model.<module path>.<param>.weight``
-(``lora_A`` / ``lora_B``; no adapter name), the config has ``peft_type: "LORA"``. Hydra files use
-the same layout with ``peft_type: "HYDRA"`` and keys ``parallel_down`` / ``parallel_up`` /
-``sequential_down`` / ``sequential_up``: this SDK's own format, which PEFT cannot load.
-
-**What is saved is the effective adapter.** Rank masks are folded in: only active ranks are
-written, each up-projection column multiplied by its mask value, ``r`` = number of active ranks
-and ``alpha`` rescaled so that ``alpha / r`` is unchanged (per module through exact-path
-``rank_pattern`` / ``alpha_pattern`` entries). The file is therefore exact for the current masks
-and PEFT-loadable, but the inactive ranks' weights and the maximum ranks are not kept: a loaded
-adapter has every saved rank active. Modules with no active rank are left out of the file.
+The file format and its one writer/reader are the torch-free core's
+(:mod:`mobile_peft.core.adapter_files`: PEFT-loadable LoRA files, this SDK's Hydra files, our
+metadata in the safetensors header); the on-device runtime writes its personal adapter with the
+very same code. This module adds what needs the model: collecting the *effective* adapter of each
+layer (rank masks folded in: only active ranks, up columns times their mask value, ``alpha``
+rescaled so ``alpha / r`` is unchanged; modules with no active rank are left out) and loading a
+file back into adapter layers.
 
 **Sub-model roots.** A VLM holds its language model at e.g. ``language_model``; with
 ``save_adapter(model, d, root="language_model")`` module paths are written relative to that
 sub-module, so PEFT can load the file into the Hugging Face language model alone.
-
-**Where our metadata lives.** PEFT 0.21's ``PeftConfig.from_peft_type`` accepts unknown keys in
-``adapter_config.json`` only by dropping them with a warning that tells the user to upgrade PEFT,
-which would be misleading. So mobile-peft's metadata (``method``, ``root``, ``mobile_peft_version``,
-``format_version``) is a JSON string under the ``mobile_peft`` key of the safetensors header
-metadata (beside PEFT's own ``format: pt``), which PEFT ignores and which travels with the weights.
-Loading uses safetensors only (no pickle).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .._version import __version__
-from ..errors import CheckpointError, ConfigError, MobilePeftError
-from ._config import ModuleRanks
+from ..core import adapter_files as files
+from ..core.adapter_files import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTER_WEIGHTS_NAME,
+    FORMAT_VERSION,
+    ModuleRanks,
+    tensor_key,
+)
+from ..core.errors import CheckpointError, ConfigError, MobilePeftError
 from .apply import apply_adapters, remove_adapters
 from .base import AdapterLayer, adapter_layers
 from .registry import ADAPTERS, AdapterMethod, method_for_peft_type
@@ -48,16 +40,13 @@ __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "FORMAT_VERSION", "loa
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-FORMAT_VERSION = 1
-_KEY_PREFIX = "base_model.model."  # PEFT's prefix in front of the base model's module paths
-_METADATA_KEY = "mobile_peft"
 _SHOWN = 5
 
 
-def _key(path: str, param: str) -> str:
-    return f"{_KEY_PREFIX}{path}.{param}.weight"
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU numpy copy for the core's writer (bfloat16, which numpy lacks, is written as float32)."""
+    tensor = tensor.detach().to("cpu").contiguous()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def _relative(path: str, root: str) -> str:
@@ -100,7 +89,7 @@ def save_adapter(
         )
     method = _method_of(layers)
     modules: ModuleRanks = {}
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, np.ndarray] = {}
     for path, layer in layers.items():
         rel = _relative(path, root)
         effective = layer.effective_adapter()
@@ -109,59 +98,14 @@ def save_adapter(
             continue
         modules[rel] = {s: (effective.ranks[s], effective.alphas[s]) for s in effective.ranks}
         for param, tensor in effective.tensors.items():
-            tensors[_key(rel, param)] = tensor.detach().to("cpu").contiguous()
+            tensors[tensor_key(rel, param)] = _numpy(tensor)
     if not modules:
         raise ConfigError("every adapter layer has all its ranks masked off; there is nothing to save.")
     dropout = next(iter(layers.values())).dropout_p
-    config = method.config_class.from_effective(modules, dropout)
-    data = {**config.to_json_dict(), "task_type": task_type}
-    metadata = {
-        "method": method.name,
-        "root": root,
-        "mobile_peft_version": __version__,
-        "format_version": FORMAT_VERSION,
-    }
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"cannot save an adapter to {directory}: it exists and is not a directory.")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / ADAPTER_CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    save_file(
-        tensors,
-        str(directory / ADAPTER_WEIGHTS_NAME),
-        metadata={"format": "pt", _METADATA_KEY: json.dumps(metadata)},
-    )
+    config = files.effective_config(method.name, modules, dropout, task_type=task_type)
+    files.write_adapter_files(directory, config, tensors, files.adapter_metadata(method.name, root, __version__))
     logger.info("saved %s adapter (%d modules) to %s", method.name, len(modules), directory)
-    return directory
-
-
-def _read(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    if not directory.is_dir():
-        raise CheckpointError(f"adapter directory {directory} does not exist or is not a directory.")
-    missing = [n for n in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME) if not (directory / n).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"adapter directory {directory} lacks {', '.join(missing)}; expected {ADAPTER_CONFIG_NAME} "
-            f"and {ADAPTER_WEIGHTS_NAME} (as written by save_adapter or PEFT's save_pretrained)."
-        )
-    try:
-        data = json.loads((directory / ADAPTER_CONFIG_NAME).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{directory / ADAPTER_CONFIG_NAME} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or "peft_type" not in data:
-        raise CheckpointError(
-            f"{directory / ADAPTER_CONFIG_NAME} has no 'peft_type'; it is not an adapter config."
-        )
-    try:
-        with safe_open(str(directory / ADAPTER_WEIGHTS_NAME), framework="pt") as handle:
-            header = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        ours = json.loads(header[_METADATA_KEY]) if _METADATA_KEY in header else {}
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(
-            f"{directory / ADAPTER_WEIGHTS_NAME} is not a readable safetensors file: {exc}"
-        ) from None
-    return data, tensors, ours
+    return Path(directory)
 
 
 def _describe(keys: set[str]) -> str:
@@ -179,7 +123,7 @@ def load_adapter(model: nn.Module, directory: str | Path, root: str | None = Non
     then left without adapters, as it was).
     """
     directory = Path(directory)
-    data, tensors, ours = _read(directory)
+    data, tensors, ours = files.read_adapter_files(directory, framework="pt")
     try:
         method = method_for_peft_type(data["peft_type"])
     except MobilePeftError as exc:
@@ -204,7 +148,7 @@ def load_adapter(model: nn.Module, directory: str | Path, root: str | None = Non
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     expected = {
-        _key(path, name): param
+        tensor_key(path, name): param
         for path, layer in adapter_layers(model).items()
         for name, param in layer.adapter_params().items()
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._registry import Registry
-from ..errors import RegistryError
+from ..core.errors import RegistryError
+from ..core.registry import Registry
 from ._config import AdapterConfig
 from .base import AdapterLayer
 from .hydra import HydraConfig, HydraLayer

@@ -18,7 +18,8 @@ from typing import TypeVar
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.adapter_files import resolve_pattern
+from ..core.errors import ConfigError
 from ..quant import is_linear
 
 __all__ = ["match_targets", "module_matches", "resolve_pattern"]
@@ -75,12 +76,3 @@ def match_targets(
             f"this model include: {examples}."
         )
     return matched
-
-
-def resolve_pattern(key: str, pattern: dict[str, V], default: V) -> V:
-    """PEFT's ``rank_pattern`` / ``alpha_pattern`` lookup: the value of the first key ``p`` with
-    ``re.match(rf"(.*\\.)?({p})$", key)``, else ``default``."""
-    for p, value in pattern.items():
-        if re.match(rf"(.*\.)?({p})$", key):
-            return value
-    return default

@@ -10,6 +10,9 @@ from .registry import ALLOCATORS, get_allocator
 from .run import AllocatedRun, BudgetMonitor, finish_allocation, start_allocation, train_with_allocator
 from .schedule import BUDGET_TOLERANCE, Phase, RankSchedule, current_schedule, model_slots
 
+# Each allocator folder registers itself in ALLOCATORS when imported.
+from . import ard, hydra_rank, uniform  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "ALLOCATORS",
     "BUDGET_TOLERANCE",

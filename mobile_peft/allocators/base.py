@@ -23,8 +23,10 @@ import torch
 from torch import nn
 
 from ..adapters.base import adapter_layers
-from ..errors import ConfigError
-from ._modules import split_unit, unit_key
+from ..core.errors import ConfigError
+from ..core.perf_model import greedy_fill
+from ..core.schedule import Ranks
+from ..core.units import unit_key
 from .schedule import BUDGET_TOLERANCE, Phase, RankSchedule, model_slots
 
 __all__ = [
@@ -41,9 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Ranks = dict[str, dict[str, int]]  # module -> slot -> rank
-
 
 def unit_costs(model: nn.Module) -> dict[str, tuple[int, int]]:
     """``{"module::slot": (r_max, params_per_rank)}`` for every rank slot of the model."""
@@ -105,19 +104,9 @@ def fill_budget(
     """Greedy allocation: repeatedly give one rank to the unit with the best marginal gain per
     parameter (``gain[unit](r)``: the value of going from rank ``r`` to ``r + 1``) until nothing
     fits in the budget. With concave gains this is optimal up to one rank. The search itself is
-    :func:`~mobile_peft.allocators.hydra_rank.perf_model.greedy_fill` (numpy-only, shipped to
+    :func:`~mobile_peft.core.perf_model.greedy_fill` (numpy-only, shipped to
     devices)."""
-    from .hydra_rank.perf_model import greedy_fill
-
     return greedy_fill(gain, costs, budget, start)
-
-
-def ranks_by_module(unit_ranks: Mapping[str, int]) -> Ranks:
-    out: Ranks = {}
-    for key, r in unit_ranks.items():
-        module, slot = split_unit(key)
-        out.setdefault(module, {})[slot] = int(r)
-    return out
 
 
 def schedule_from_ranks(model: nn.Module, allocator: str, adapter: str, budget: int, ranks: Ranks) -> RankSchedule:

@@ -173,7 +173,7 @@ def _lora_budget(config: BenchConfig, base: Any) -> int:
 
 def _rank_summary(schedule: Any) -> dict[str, float]:
     """Mean active rank per tower x block in the last phase (what the allocator ended with)."""
-    from ..allocators._modules import module_place
+    from ..core.units import module_place
 
     sums: dict[str, list[int]] = {}
     for module, slots in schedule.phases[-1].ranks.items():

@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ..errors import MobilePeftError
+from ..core.errors import MobilePeftError
 from . import bench, build, demo, eval, export, finetune, inspect, plan, profile, train
 from ._ui import err_console
 

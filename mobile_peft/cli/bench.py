@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from ._ui import console, err_console
 
 

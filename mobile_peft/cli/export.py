@@ -11,7 +11,7 @@ from ._ui import console, human_bytes, print_json, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..export import contract
+    from ..core import contract
 
     p = sub.add_parser(
         "export",

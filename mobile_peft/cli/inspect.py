@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import summarize_bundle
+    from ..core.summary import summarize_bundle
 
     s = summarize_bundle(args.bundle)  # BundleError (a MobilePeftError) -> exit 2 with the problems
     if args.json:

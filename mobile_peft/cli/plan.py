@@ -8,15 +8,12 @@ from pathlib import Path
 import torch
 
 from ..adapters import ADAPTERS, apply_adapters
-from ..allocators import RankSchedule, get_allocator, resolve_budget
-from ..allocators._modules import module_place
-from ..allocators.registry import ALLOCATORS, _load_builtins
+from ..allocators import ALLOCATORS, RankSchedule, get_allocator, resolve_budget
+from ..core.units import module_place
 from ..models import load_model
 from ..train.job import make_adapter_config, make_datasets
 from ._ui import console, table
 from .plots import save_figure
-
-_load_builtins()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

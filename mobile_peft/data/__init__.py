@@ -4,11 +4,12 @@ Pipeline: ``load_dataset(spec_str, split)`` -> ``list[VQAExample]`` -> ``VQAData
 tokeniser and an :class:`InputSpec`) -> dicts of fixed-shape tensors for ``default_collate``.
 """
 
-from .digits import DIGIT_NAMES, DIGIT_TASKS, DigitTask, digit_vocabulary, load_digits_task
+from ..core.datasets import ANNOTATIONS_FILE, IMAGES_DIR, load_dataset, load_folder
+from ..core.digits import DIGIT_NAMES, DIGIT_TASKS, DigitTask, digit_vocabulary, load_digits_task
+from ..core.examples import VQAExample
+from ..core.spec import IGNORE_INDEX, InputSpec
 from .encode import decode_answer, encode_image, encode_prompt, encode_text, special_token_ids
-from .examples import VQADataset, VQAExample, example_texts
-from .folder import ANNOTATIONS_FILE, IMAGES_DIR, load_dataset, load_folder
-from .spec import IGNORE_INDEX, InputSpec
+from .examples import VQADataset, example_texts
 from .tokenizer import SPECIAL_TOKENS, TOKENIZER_FILE, build_word_tokenizer, load_tokenizer, save_tokenizer
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Raw VQA examples and the torch ``Dataset`` that encodes them once.
+"""The torch ``Dataset`` that encodes raw VQA examples (:class:`~mobile_peft.core.VQAExample`) once.
 
 Items are dicts of fixed-shape tensors, so ``torch.utils.data.default_collate`` stacks a batch::
 
@@ -8,40 +8,16 @@ Items are dicts of fixed-shape tensors, so ``torch.utils.data.default_collate`` 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..core.examples import VQAExample
+from ..core.spec import InputSpec
 from .encode import encode_image, encode_text
-from .spec import InputSpec
 
-__all__ = ["VQADataset", "VQAExample", "example_texts"]
-
-
-# eq=False: the generated __eq__/__hash__ would compare/hash the numpy image, which raises.
-@dataclass(frozen=True, eq=False)
-class VQAExample:
-    """One (image, question, answer) triple.
-
-    ``image`` is [H, W] grey or [H, W, 3] RGB, uint8 in 0..255 or float in 0..1
-    (see :func:`~mobile_peft.data.encode.encode_image`).
-    """
-
-    image: np.ndarray
-    question: str
-    answer: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.image, np.ndarray):
-            raise DataError(f"VQAExample.image must be a numpy array, got {type(self.image).__name__}.")
-        for key in ("question", "answer"):
-            value = getattr(self, key)
-            if not isinstance(value, str):
-                raise DataError(f"VQAExample.{key} must be a str, got {type(value).__name__} {value!r}.")
+__all__ = ["VQADataset", "example_texts"]
 
 
 def example_texts(examples: Iterable[VQAExample]) -> list[str]:

@@ -2,7 +2,7 @@
 
 Real checkpoints bring their own ``tokenizer.json``; every function in :mod:`.encode` works with
 any file in the Hugging Face ``tokenizers`` format, looking the special tokens up by the strings
-named in the :class:`~mobile_peft.data.spec.InputSpec`.
+named in the :class:`~mobile_peft.core.spec.InputSpec`.
 
 The tiny vocabulary is built, not learned: the special tokens in fixed ids, then every word the
 embedded digits tasks and the default prompt template can produce, plus caller-supplied words,
@@ -18,9 +18,10 @@ from pathlib import Path
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
-from ..errors import CheckpointError, DataError
-from .digits import digit_vocabulary
-from .spec import InputSpec
+from ..core.contract import TOKENIZER_FILE
+from ..core.digits import digit_vocabulary
+from ..core.errors import CheckpointError, DataError
+from ..core.spec import InputSpec
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -31,7 +32,6 @@ __all__ = [
     "save_tokenizer",
 ]
 
-TOKENIZER_FILE = "tokenizer.json"
 UNK_TOKEN = "<unk>"
 IMAGE_TOKEN = "<image>"
 # Fixed ids: 0 pad, 1 bos, 2 eos, 3 unk, 4 image. Phones and tests rely on these positions.

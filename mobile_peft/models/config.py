@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data.spec import InputSpec
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.spec import InputSpec
 from ..quant import check_quant_mode
 from .projectors import ProjectorConfig
 

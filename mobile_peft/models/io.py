@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.spec import CLIP_MEAN, CLIP_STD, InputSpec
+from ..core.errors import CheckpointError, ConfigError
+from ..core.spec import CLIP_MEAN, CLIP_STD, InputSpec
 from ..data.tokenizer import build_word_tokenizer, load_tokenizer, save_tokenizer
-from ..errors import CheckpointError, ConfigError
 from ..quant import quantize_model
 from .config import FORMAT_NAME, MobileVLMConfig
 from .presets import PRESETS, preset_config

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._registry import Registry
-from ..data.spec import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, InputSpec
+from ..core.registry import Registry
+from ..core.spec import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, InputSpec
 from .config import MobileVLMConfig
 from .projectors import ProjectorConfig
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .._registry import Registry
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 PROJECTORS: Registry[type[nn.Module]] = Registry("projector")
 

@@ -28,8 +28,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from ..data.spec import IGNORE_INDEX
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..core.spec import IGNORE_INDEX
 from .config import MobileVLMConfig
 from .projectors import build_projector, projector_tokens
 

@@ -11,22 +11,19 @@ from torch import nn
 
 from ..adapters import ADAPTERS, apply_adapters
 from ..adapters.base import adapter_layers
+from ..core.errors import ConfigError, RegistryError
 from ..data import VQADataset, load_dataset
-from ..errors import ConfigError
 from ..quant import BackboneBytes, backbone_bytes
 from .trainer import EvalResult, TrainConfig, TrainerCallback, TrainResult, evaluate, train
 
 
 def make_adapter_config(method: str, rank: int, alpha: float | None, targets: str | list[str], exclude: str | list[str] | None = None) -> Any:
     """A uniform-rank config of adapter ``method`` (``alpha`` defaults to ``2 * rank``)."""
-    alpha = float(2 * rank if alpha is None else alpha)
-    if method == "lora":
-        return ADAPTERS["lora"].config_class(r=rank, lora_alpha=alpha, target_modules=targets, exclude_modules=exclude)
-    if method == "hydra":
-        return ADAPTERS["hydra"].config_class(
-            r_parallel=rank, r_sequential=rank, alpha=alpha, target_modules=targets, exclude_modules=exclude
-        )
-    raise ConfigError(f"adapter method {method!r} has no uniform constructor here; expected one of {ADAPTERS.names()}.")
+    try:
+        config_class = ADAPTERS[method].config_class
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    return config_class.uniform(rank, float(2 * rank if alpha is None else alpha), targets, exclude)
 
 
 def make_datasets(data: str, tokenizer: Any, spec: Any, seed: int = 0, train_limit: int | None = None, eval_limit: int | None = None) -> tuple[VQADataset, VQADataset]:

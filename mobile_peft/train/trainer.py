@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..adapters.base import adapter_parameters, mark_only_adapters_trainable
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from mobile_peft.adapters import (
     get_adapter_method,
     remove_adapters,
 )
-from mobile_peft.errors import ConfigError, RegistryError
+from mobile_peft.core.errors import ConfigError, RegistryError
 
 
 @pytest.mark.parametrize(

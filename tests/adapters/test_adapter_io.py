@@ -18,7 +18,7 @@ from mobile_peft.adapters import (
     load_adapter,
     save_adapter,
 )
-from mobile_peft.errors import CheckpointError, ConfigError
+from mobile_peft.core.errors import CheckpointError, ConfigError
 
 IDS = torch.tensor([[1, 5, 9, 42, 7, 3], [8, 8, 2, 99, 0, 4]])
 

@@ -14,7 +14,7 @@ from mobile_peft.adapters import (
     apply_adapters,
     mark_only_adapters_trainable,
 )
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.quant import QuantLinear, quantize_model
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mobile_peft.adapters import HydraLayer, LoraConfig, LoraLayer, adapter_layers, apply_adapters
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.quant import QuantLinear
 
 # (in, out) of a GQA decoder layer (hidden 64, 4 heads, 2 kv heads, mlp 128) and of a CLIP

@@ -2,7 +2,7 @@ import pytest
 from torch import nn
 
 from mobile_peft.adapters import match_targets, resolve_pattern
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.quant import QuantLinear
 
 

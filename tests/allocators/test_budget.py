@@ -13,7 +13,7 @@ from mobile_peft.allocators import (
     train_with_allocator,
 )
 from mobile_peft.allocators.base import fill_budget, unit_costs
-from mobile_peft.errors import ConfigError, RegistryError
+from mobile_peft.core.errors import ConfigError, RegistryError
 from mobile_peft.train import TrainConfig
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 
 from mobile_peft.adapters import adapter_layers
 from mobile_peft.allocators import Phase, RankSchedule, budget_from_rank, get_allocator
 from mobile_peft.allocators.hydra_rank import HydraRankReallocator, grow_columns
-from mobile_peft.allocators.hydra_rank.perf_model import FEATURES
+from mobile_peft.core.perf_model import FEATURES
 
 
 def test_grow_keeps_active_columns_and_output(adapted, tiny_batch):
@@ -21,7 +22,7 @@ def test_grow_keeps_active_columns_and_output(adapted, tiny_batch):
     x = torch.randn(3, layer.in_features)
     before_out = layer(x)
     a, b = layer.lora_A.detach().clone(), layer.lora_B.detach().clone()
-    grow_columns(layer, "lora", 2, 5)
+    grow_columns(layer, "lora", 2, 5, np.random.default_rng(0))
     layer.set_rank("lora", 5)
     assert torch.equal(layer.lora_A[:2], a[:2]) and torch.equal(layer.lora_B[:, :2], b[:, :2])
     assert torch.count_nonzero(layer.lora_B[:, 2:5]) == 0, "new up columns start at zero"

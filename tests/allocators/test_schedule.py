@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mobile_peft.allocators import RankSchedule, budget_from_rank, get_allocator
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_bench_smoke_runs_every_method_from_the_cli(tmp_path, capsys):
 def test_paired_delta_and_ridge_option():
     from mobile_peft.bench.ranks import summarise
     from mobile_peft.cli.bench import _ridge
-    from mobile_peft.errors import ConfigError
+    from mobile_peft.core.errors import ConfigError
 
     rows = [
         {

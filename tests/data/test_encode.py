@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 
+from mobile_peft.core.errors import DataError
 from mobile_peft.data import (
     IGNORE_INDEX,
     InputSpec,
@@ -14,7 +15,6 @@ from mobile_peft.data import (
     encode_text,
     special_token_ids,
 )
-from mobile_peft.errors import DataError
 
 X = IGNORE_INDEX
 

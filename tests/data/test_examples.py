@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from mobile_peft.core.errors import DataError
 from mobile_peft.data import InputSpec, VQADataset, VQAExample, example_texts, load_digits_task
-from mobile_peft.errors import DataError
 
 
 def test_items_and_default_collate(tiny_tokenizer, spec):

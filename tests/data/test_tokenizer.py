@@ -1,6 +1,7 @@
 import pytest
 from tokenizers import Tokenizer
 
+from mobile_peft.core.errors import CheckpointError, DataError
 from mobile_peft.data import (
     DIGIT_TASKS,
     SPECIAL_TOKENS,
@@ -9,7 +10,6 @@ from mobile_peft.data import (
     load_tokenizer,
     save_tokenizer,
 )
-from mobile_peft.errors import CheckpointError, DataError
 
 
 def test_special_tokens_have_fixed_ids(tiny_tokenizer):

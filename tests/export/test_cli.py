@@ -45,7 +45,7 @@ def test_export_then_inspect(tmp_path, capsys):
 def test_missing_onnxruntime_training_names_the_extra(monkeypatch, tmp_path):
     import sys
 
-    from mobile_peft.errors import MissingExtraError
+    from mobile_peft.core.errors import MissingExtraError
     from mobile_peft.export import export_bundle
     from mobile_peft.models import build_model
 

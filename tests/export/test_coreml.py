@@ -8,7 +8,9 @@ from mobile_peft.data import DIGIT_NAMES
 
 pytest.importorskip("coremltools")
 
-from mobile_peft.export import contract, export_bundle, validate_bundle  # noqa: E402
+from mobile_peft.core import contract  # noqa: E402
+from mobile_peft.core.manifest import validate_bundle  # noqa: E402
+from mobile_peft.export import export_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,4 +45,16 @@ def test_backbone_is_quantised_ml_program(coreml_bundle):
     assert [o.name for o in spec.description.output] == [contract.COREML_FEATURES]
     ops = {op.type for f in spec.mlProgram.functions.values() for block in f.block_specializations.values() for op in block.operations}
     assert ops & {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}, sorted(ops)
-    assert manifest["methods"]["head"]["updatable"] is True
+    assert manifest.methods["head"]["updatable"] is True
+
+
+def test_head_trains_at_the_exported_lr_and_batch(lora_model, tmp_path):
+    """`--lr` and `--batch-size` reach the updatable head (they used to be dropped: 0.01 / 8)."""
+    import coremltools as ct
+
+    result = export_bundle(lora_model, "coreml", tmp_path / "b", lr=0.05, batch_size=4)
+    params = ct.utils.load_spec(str(result.path / contract.COREML_HEAD_FILE)).neuralNetworkClassifier.updateParams
+    assert params.optimizer.sgdOptimizer.learningRate.defaultValue == pytest.approx(0.05)
+    assert params.optimizer.sgdOptimizer.miniBatchSize.defaultValue == 4
+    assert result.manifest["methods"]["head"]["optimizer"] == {"name": "sgd", "lr": 0.05, "batch": 4}
+    assert result.manifest["optimizer"]["lr"] == 0.05

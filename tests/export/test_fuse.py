@@ -13,7 +13,7 @@ from torch.fx import Graph, GraphModule
 from torch.fx.passes.tools_common import legalize_graph
 
 from mobile_peft.export import _fuse
-from mobile_peft.export.bundle import _io
+from mobile_peft.export.formats import _io
 from mobile_peft.export.wrappers import TrainingWrapper
 
 from .conftest import BATCH

@@ -14,7 +14,7 @@ from .conftest import parity_batches
 
 pytest.importorskip("onnxruntime.training")
 
-from mobile_peft.export import contract  # noqa: E402
+from mobile_peft.core import contract  # noqa: E402
 from mobile_peft.export.onnx import OrtTrainer  # noqa: E402
 from mobile_peft.export.wrappers import TrainingWrapper  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_hydra_adamw_parity(tmp_path):
 
     model, tokenizer = tiny_with_adapters("hydra")
     bundle = export_bundle((model, tokenizer), "onnx", tmp_path / "b", batch_size=2)
-    assert len(bundle.manifest["rank_schedule"]["masks"]) == 2 * 6
+    assert len(bundle.manifest["rank_schedule"]["mask_inputs"]) == 2 * 6
     lr = bundle.manifest["optimizer"]["lr"]
     eager = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(list(adapter_parameters(eager).values()), lr=lr, weight_decay=0.0)
@@ -149,7 +149,7 @@ def test_schedule_phases_apply_through_mask_inputs(lora_model, tmp_path):
     assert [p["start_step"] for p in manifest_schedule["phases"]] == [0, 10]
     phase = manifest_schedule["phases"][1]
     masks = []
-    for entry in manifest_schedule["masks"]:  # what a phone does: ranks -> prefix masks, in input order
+    for entry in manifest_schedule["mask_inputs"]:  # what a phone does: ranks -> prefix masks, in input order
         rank = phase["ranks"][entry["module"]][entry["slot"]]
         masks.append(torch.tensor([1.0] * rank + [0.0] * (entry["r_max"] - rank)))
     batch = parity_batches(model, tokenizer, n=1)[0]

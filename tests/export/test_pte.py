@@ -13,7 +13,7 @@ from .conftest import STEPS, parity_batches
 
 pytest.importorskip("executorch")
 
-from mobile_peft.export import contract  # noqa: E402
+from mobile_peft.core import contract  # noqa: E402
 from mobile_peft.export.pte import PteTrainer  # noqa: E402
 from mobile_peft.export.wrappers import TrainingWrapper  # noqa: E402
 

@@ -15,8 +15,8 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
+from mobile_peft.core.errors import CheckpointError
 from mobile_peft.data import save_tokenizer
-from mobile_peft.errors import CheckpointError
 from mobile_peft.models import build_model, load_model, save_model
 from mobile_peft.models.projectors import LDPProjector, ProjectorConfig
 from mobile_peft.quant import QuantLinear

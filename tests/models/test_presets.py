@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mobile_peft.data.spec import IGNORE_INDEX
+from mobile_peft.core.spec import IGNORE_INDEX
 from mobile_peft.models import PRESETS, count_parameters, meta_model
 from mobile_peft.models.vlm import answer_loss, correct_answers
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.quant import QuantLinear, backbone_bytes, linear_weight, quantize_model
 
 SHAPES = [(64, 64), (128, 64), (64, 128), (32, 96)]

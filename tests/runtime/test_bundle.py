@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from mobile_peft.errors import MobilePeftError
+from mobile_peft.core.errors import MobilePeftError
 from mobile_peft.runtime.bundle import Bundle
 
 
@@ -35,9 +35,39 @@ def test_schedule_masks_follow_the_graph_input_order(pte_bundle):
     bundle = Bundle.open(pte_bundle)
     manifest = json.loads((pte_bundle / "manifest.json").read_text())
     schedule = bundle.schedule
-    assert [f"{m}.{s}_rank_mask" for m, s in schedule.mask_order] == [e["input"] for e in manifest["rank_schedule"]["masks"]]
+    assert [f"{e.module}.{e.slot}_rank_mask" for e in schedule.mask_inputs] == [e["input"] for e in manifest["rank_schedule"]["mask_inputs"]]
     later = schedule.phase_masks(schedule.phase_index(100))
-    for (module, _), mask in zip(schedule.mask_order, later):
+    for module, mask in zip([e.module for e in schedule.mask_inputs], later):
         expected = [1, 1, 0, 0] if module.endswith("v_proj") else [1, 1, 1, 1]
         np.testing.assert_array_equal(mask, expected)
     assert schedule.phase_index(0) == 0 and schedule.params(schedule.ranks(0)) == schedule.budget_params
+
+
+def test_trainable_roles_come_from_the_adapter_protocol(pte_bundle):
+    """Each slot has one down [r_max, fan_in] and one up [out, r_max] tensor, as recorded."""
+    bundle = Bundle.open(pte_bundle)
+    pairs = bundle.manifest.slot_pairs()
+    assert len(pairs) == len(bundle.schedule.mask_inputs)
+    for (module, slot), pair in pairs.items():
+        r_max = bundle.schedule.modules[module][slot]["r_max"]
+        assert pair["down"].shape[0] == r_max and pair["up"].shape[1] == r_max
+        assert (pair["down"].param, pair["up"].param) == ("lora_A", "lora_B")
+
+
+def test_every_manifest_problem_is_reported_at_once_with_its_path(pte_bundle, tmp_path):
+    from mobile_peft.core.errors import BundleError
+
+    copy = shutil.copytree(pte_bundle, tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    del manifest["trainable"][0]["role"]
+    del manifest["input_spec"]["token_ids"]["eos"]
+    del manifest["methods"]["train"]["fqn_method"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as info:
+        Bundle.open(copy)
+    problems = info.value.problems
+    assert any("schema_version is 99" in p and "[2]" in p for p in problems)
+    assert "missing key trainable[0].role" in problems
+    assert "missing key input_spec.token_ids.eos" in problems
+    assert "missing key methods.train.fqn_method" in problems

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mobile_peft.errors import ConfigError, MobilePeftError
+from mobile_peft.core.errors import ConfigError, MobilePeftError
 from mobile_peft.runtime.android import AdbDevice, parse_meminfo, peak
 from mobile_peft.runtime.devices import device_names, get_device
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.runtime.android import AdbDevice
 from mobile_peft.runtime.emulator import profile_on_emulator
 

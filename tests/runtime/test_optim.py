@@ -49,22 +49,21 @@ def test_state_round_trip_continues_identically():
 
 
 def test_executorch_runtime_sgd_matches_numpy_sgd(pte_bundle):
+    from mobile_peft.core.datasets import load_dataset
     from mobile_peft.runtime.bundle import Bundle
-    from mobile_peft.runtime.data import load_examples
     from mobile_peft.runtime.engine import PteEngine
     from mobile_peft.runtime.optim import ExecuTorchSGD
 
     bundle = Bundle.open(pte_bundle)
     encoder = bundle.encoder()
     masks = bundle.schedule.phase_masks(0)
-    batches = [encoder.batch(load_examples("digits:parity", "train", limit=12)[i : i + 4]) for i in (0, 4, 8)]
-    runtime, reference = PteEngine(bundle), PteEngine(bundle)
-    ours, theirs = ExecuTorchSGD(0.05), SGD(0.05)
+    batches = [encoder.batch(load_dataset("digits:parity", "train", limit=12)[i : i + 4]) for i in (0, 4, 8)]
+    runtime, reference = PteEngine(bundle, ExecuTorchSGD(0.05)), PteEngine(bundle, SGD(0.05))
     for batch in batches:
         runtime.forward_backward([*batch, *masks])
         reference.forward_backward([*batch, *masks])
-        ours.step(runtime.parameters(), runtime.gradients())
-        theirs.step(reference.parameters(), reference.gradients())
+        runtime.step()
+        reference.step()
     for name in runtime.names:
         np.testing.assert_allclose(runtime.parameters()[name], reference.parameters()[name], atol=1e-6)
     assert isinstance(make_optimizer("sgd", {"lr": 0.05}, runtime="pte"), ExecuTorchSGD)

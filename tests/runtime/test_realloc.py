@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
+from mobile_peft.core import perf_model as perf
 from mobile_peft.runtime.bundle import Bundle
-from mobile_peft.runtime.realloc import load_perf_model
 from mobile_peft.runtime.trainer import TrainOptions, train_bundle
 
 
@@ -22,7 +22,6 @@ def _hydra_rank_like(src, dst):
     schedule["phases"] = [{"start_step": 0, "ranks": first}]
     schedule["allocator"] = "hydra-rank"
     schedule["budget_params"] = sum(r["lora"] * schedule["modules"][m]["slots"]["lora"]["params_per_rank"] for m, r in first.items())
-    perf = load_perf_model()
     manifest["performance_model"] = {"kind": perf.MODEL_KIND, "version": perf.MODEL_VERSION, "feature_names": list(perf.FEATURES),
                                      "weights": [-0.5, -0.5, -0.5, -2.0, -0.5, 1.5], "intercept": 3.0, "min_rank": 1}
     (dst / "manifest.json").write_text(json.dumps(manifest))

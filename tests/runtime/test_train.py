@@ -169,7 +169,7 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_tensors(bundle, tmp_pa
 
 
 def test_resume_refuses_a_different_data_set(bundle, tmp_path):
-    from mobile_peft.errors import ConfigError
+    from mobile_peft.core.errors import ConfigError
 
     train_bundle(bundle, tmp_path, TrainOptions(steps=3, data=TASK, checkpoint_every=3))
     with pytest.raises(ConfigError, match="--data"):

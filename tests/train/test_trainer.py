@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mobile_peft.adapters import adapter_parameters, apply_adapters
-from mobile_peft.errors import ConfigError
+from mobile_peft.core.errors import ConfigError
 from mobile_peft.quant import quantize_model
 from mobile_peft.train import TrainConfig, evaluate, train
 from mobile_peft.train.job import finetune, make_adapter_config, make_datasets

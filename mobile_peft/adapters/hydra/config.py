@@ -7,18 +7,9 @@ from typing import Any, ClassVar, Literal, Self
 
 from torch import nn
 
-from ...errors import ConfigError
-from .._config import (
-    ModuleRanks,
-    check_dropout,
-    check_int,
-    check_pattern_keys,
-    check_positive,
-    exact_pattern,
-    most_common,
-    normalize_targets,
-)
-from ..targets import resolve_pattern
+from ...core.adapter_files import ModuleRanks, effective_config, hydra_config_json, resolve_pattern
+from ...core.errors import ConfigError
+from .._config import check_dropout, check_int, check_pattern_keys, check_positive, normalize_targets
 from .layer import HydraLayer
 
 HydraInit = Literal["default", "gaussian"]
@@ -121,6 +112,10 @@ class HydraConfig:
             alphas.update(_per_branch("alpha_pattern", value, lambda f, v: v))
         return alphas
 
+    @classmethod
+    def uniform(cls, rank: int, alpha: float, target_modules: str | list[str], exclude_modules: str | list[str] | None = None) -> Self:
+        return cls(r_parallel=rank, r_sequential=rank, alpha=alpha, target_modules=target_modules, exclude_modules=exclude_modules)
+
     def build_layer(self, base_layer: nn.Module, path: str) -> HydraLayer:
         ranks, alphas = self.ranks_for(path), self.alphas_for(path)
         if not any(ranks.values()):
@@ -139,18 +134,8 @@ class HydraConfig:
 
     # -- files ----------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "peft_type": self.peft_type,
-            "r_parallel": self.r_parallel,
-            "r_sequential": self.r_sequential,
-            "alpha": self.alpha,
-            "target_modules": self.target_modules,
-            "exclude_modules": self.exclude_modules,
-            "dropout": self.dropout,
-            "rank_pattern": self.rank_pattern,
-            "alpha_pattern": self.alpha_pattern,
-            "init": self.init,
-        }
+        return hydra_config_json(self.r_parallel, self.r_sequential, self.alpha, self.target_modules, self.exclude_modules,
+                                 self.dropout, self.rank_pattern, self.alpha_pattern, self.init)
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> Self:
@@ -162,29 +147,6 @@ class HydraConfig:
 
     @classmethod
     def from_effective(cls, modules: ModuleRanks, dropout: float) -> Self:
-        """A config that rebuilds exactly ``modules`` (path -> branch -> (r, alpha | None)).
-
-        Defaults are the most common rank pair and the most common alpha; modules that differ get
-        exact-path pattern entries (a branch of rank 0 has no meaningful alpha and keeps the default).
-        """
-        ranks = {p: (s["parallel"][0], s["sequential"][0]) for p, s in modules.items()}
-        rp, rs = most_common(list(ranks.values()))
-        alphas = [a for s in modules.values() for _, a in s.values() if a is not None]
-        alpha = most_common(alphas)
-        rank_pattern: dict[str, int | dict[str, int]] = {}
-        alpha_pattern: dict[str, float | dict[str, float]] = {}
-        for path, slots in modules.items():
-            if ranks[path] != (rp, rs):
-                rank_pattern[exact_pattern(path)] = {"parallel": ranks[path][0], "sequential": ranks[path][1]}
-            differ = {b: a for b, (_, a) in slots.items() if a is not None and a != alpha}
-            if differ:
-                alpha_pattern[exact_pattern(path)] = differ
-        return cls(
-            r_parallel=rp,
-            r_sequential=rs,
-            alpha=alpha,
-            target_modules=list(modules),
-            dropout=dropout,
-            rank_pattern=rank_pattern,
-            alpha_pattern=alpha_pattern,
-        )
+        """A config that rebuilds exactly ``modules`` (path -> branch -> (r, alpha | None)); see
+        :func:`mobile_peft.core.adapter_files.effective_config`."""
+        return cls.from_json_dict(effective_config(cls.method, modules, dropout))

@@ -7,35 +7,13 @@ from typing import Any, ClassVar, Literal, Self
 
 from torch import nn
 
-from ...errors import ConfigError
-from .._config import (
-    ModuleRanks,
-    check_dropout,
-    check_int,
-    check_pattern_keys,
-    check_positive,
-    exact_pattern,
-    most_common,
-    normalize_targets,
-)
-from ..targets import resolve_pattern
+from ...core.adapter_files import LORA_FIXED, ModuleRanks, effective_config, lora_config_json, resolve_pattern
+from ...core.errors import ConfigError
+from .._config import check_dropout, check_int, check_pattern_keys, check_positive, normalize_targets
 from .layer import LoraLayer
 
 LoraInit = Literal["default", "gaussian"]
 LORA_INITS: tuple[str, ...] = ("default", "gaussian")
-
-# PEFT LoraConfig fields this implementation cannot honour, with the value that is fine.
-_PEFT_UNSUPPORTED = {
-    "use_dora": False,
-    "use_rslora": False,
-    "bias": "none",
-    "fan_in_fan_out": False,
-    "modules_to_save": None,
-    "layers_to_transform": None,
-    "target_parameters": None,
-    "lora_bias": False,
-}
-
 
 @dataclass
 class LoraConfig:
@@ -92,6 +70,10 @@ class LoraConfig:
         if self.init not in LORA_INITS:
             raise ConfigError(f"init={self.init!r} is not a LoRA init; expected one of {LORA_INITS}.")
 
+    @classmethod
+    def uniform(cls, rank: int, alpha: float, target_modules: str | list[str], exclude_modules: str | list[str] | None = None) -> Self:
+        return cls(r=rank, lora_alpha=alpha, target_modules=target_modules, exclude_modules=exclude_modules)
+
     def build_layer(self, base_layer: nn.Module, path: str) -> LoraLayer:
         return LoraLayer(
             base_layer,
@@ -104,26 +86,13 @@ class LoraConfig:
     # -- files (PEFT adapter_config.json) -------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         """The PEFT ``adapter_config.json`` contents (loadable by ``peft.LoraConfig``)."""
-        return {
-            "peft_type": self.peft_type,
-            "task_type": None,
-            "base_model_name_or_path": None,
-            "inference_mode": True,
-            "r": self.r,
-            "lora_alpha": self.lora_alpha,
-            "lora_dropout": self.lora_dropout,
-            "target_modules": self.target_modules,
-            "exclude_modules": self.exclude_modules,
-            "rank_pattern": self.rank_pattern,
-            "alpha_pattern": self.alpha_pattern,
-            "init_lora_weights": True,
-            **_PEFT_UNSUPPORTED,
-        }
+        return lora_config_json(self.r, self.lora_alpha, self.target_modules, self.exclude_modules, self.lora_dropout,
+                                self.rank_pattern, self.alpha_pattern)
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> Self:
         """Read a PEFT LoRA ``adapter_config.json``; features this SDK lacks are refused."""
-        for key, fine in _PEFT_UNSUPPORTED.items():
+        for key, fine in LORA_FIXED.items():
             value = data.get(key, fine)
             if value != fine and not (fine is None and not value):
                 raise ConfigError(
@@ -142,15 +111,6 @@ class LoraConfig:
 
     @classmethod
     def from_effective(cls, modules: ModuleRanks, dropout: float) -> Self:
-        """A config that rebuilds exactly ``modules`` (path -> {"lora": (r, alpha)}): the most
-        common (r, alpha) is the default, other modules get exact-path pattern entries."""
-        pairs = {path: slots["lora"] for path, slots in modules.items()}
-        r, alpha = most_common(list(pairs.values()))
-        return cls(
-            r=r,
-            lora_alpha=alpha,
-            target_modules=list(pairs),
-            lora_dropout=dropout,
-            rank_pattern={exact_pattern(p): pr for p, (pr, _) in pairs.items() if pr != r},
-            alpha_pattern={exact_pattern(p): pa for p, (_, pa) in pairs.items() if pa != alpha},
-        )
+        """A config that rebuilds exactly ``modules`` (path -> {"lora": (r, alpha)}); see
+        :func:`mobile_peft.core.adapter_files.effective_config`."""
+        return cls.from_json_dict(effective_config(cls.method, modules, dropout))

@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from ...adapters.base import adapter_layers
-from ...errors import ConfigError
+from ...core.errors import ConfigError
+from ...core.schedule import units_to_ranks
+from ...core.units import module_place, split_unit, unit_key
 from ...train.trainer import TrainConfig, train
-from .._modules import module_place, split_unit, unit_key
-from ..base import Allocator, DynamicSession, adapter_kind, ranks_by_module, schedule_from_ranks
+from ..base import Allocator, DynamicSession, adapter_kind, schedule_from_ranks
 from ..registry import ALLOCATORS
 from ..schedule import BUDGET_TOLERANCE, Phase, RankSchedule
 
@@ -194,7 +195,7 @@ class _ARDSession(DynamicSession):
 
     def finish(self, model: nn.Module) -> RankSchedule:
         """Freeze: hard ranks ``max(1, round(r0 * alpha))`` (budget-fitted), hooks removed."""
-        ranks = ranks_by_module(self.masks.frozen_ranks())
+        ranks = units_to_ranks(self.masks.frozen_ranks())
         self.masks.remove()
         for module, layer in adapter_layers(model).items():
             for slot in layer.rank_slots():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -30,27 +29,20 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ...adapters.base import adapter_layers
+from ...core.perf_model import GROUPS, fit_performance_model, propose_allocation
+from ...core.realloc import Reallocation, grow_init
+from ...core.schedule import ranks_to_units, units_to_ranks
+from ...core.units import split_unit
 from ...train.trainer import TrainConfig, train
-from .._modules import split_unit, unit_key
-from ..base import Allocator, DynamicSession, adapter_kind, ranks_by_module, schedule_from_ranks
+from ..base import Allocator, DynamicSession, adapter_kind, schedule_from_ranks
 from ..registry import ALLOCATORS
 from ..schedule import Phase, RankSchedule
 from .config import HydraRankConfig
-from .perf_model import GROUPS, fit_performance_model, predict_loss, propose_allocation
 from .signals import SignalCollector
 
 __all__ = ["HydraRankAllocator", "HydraRankReallocator", "grow_columns"]
 
 logger = logging.getLogger(__name__)
-
-
-def _units(schedule_modules: dict[str, dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    return {
-        unit_key(m, s): dict(info)
-        for m, slots in schedule_modules.items()
-        for s, info in slots.items()
-        if info["r_max"] > 0
-    }
 
 
 @torch.no_grad()
@@ -61,19 +53,15 @@ def _eval_loss(model: nn.Module, dataset: Any) -> float:
 
 
 @torch.no_grad()
-def grow_columns(
-    layer: nn.Module, slot: str, old: int, new: int, generator: torch.Generator | None = None
-) -> None:
-    """Re-initialise rank columns ``old..new-1`` of ``slot`` as fresh LoRA columns: the down rows
-    kaiming-uniform (as ``nn.Linear``), the up columns zero -- the layer's output is unchanged and
-    the active columns ``0..old-1`` keep their values."""
+def grow_columns(layer: nn.Module, slot: str, old: int, new: int, rng: np.random.Generator) -> None:
+    """Re-initialise rank columns ``old..new-1`` of ``slot`` as fresh LoRA columns
+    (:func:`mobile_peft.core.realloc.grow_init`: down rows kaiming-uniform, up columns zero) -- the
+    layer's output is unchanged and the active columns ``0..old-1`` keep their values."""
     if new <= old:
         return
     info = layer.rank_slots()[slot]
     down, up = getattr(layer, info.down), getattr(layer, info.up)
-    bound = 1.0 / math.sqrt(down.shape[1])  # kaiming_uniform(a=sqrt(5)) on [r, fan_in]
-    fresh = torch.rand(new - old, down.shape[1], generator=generator, dtype=torch.float32) * 2 * bound - bound
-    down[old:new] = fresh.to(down.dtype)
+    down[old:new] = torch.from_numpy(grow_init(rng, new - old, down.shape[1])).to(down.dtype)
     up[:, old:new] = 0.0
 
 
@@ -88,8 +76,7 @@ class HydraRankAllocator(Allocator):
     def plan(self, model: nn.Module, train_ds: Any, eval_ds: Any, budget: int) -> RankSchedule:
         cfg = self.config
         work = copy.deepcopy(model)
-        modules = schedule_from_ranks(work, self.name, adapter_kind(work), budget, {}).modules
-        units = _units(modules)
+        units = schedule_from_ranks(work, self.name, adapter_kind(work), budget, {}).units()
         n_val = min(cfg.probe_val, max(1, len(train_ds) // 4))
         probe_train = Subset(train_ds, range(len(train_ds) - n_val))
         probe_val = Subset(train_ds, range(len(train_ds) - n_val, len(train_ds)))
@@ -127,14 +114,14 @@ class HydraRankAllocator(Allocator):
             perf["fit"]["spearman_in_sample"],
             perf["fit"]["spearman_loo"],
         )
-        schedule = schedule_from_ranks(model, self.name, adapter_kind(model), budget, ranks_by_module(best))
+        schedule = schedule_from_ranks(model, self.name, adapter_kind(model), budget, units_to_ranks(best))
         schedule.performance_model = perf
         return schedule.validate()
 
     def _probe_configs(self, signals, units, budget, uniform: RankSchedule) -> list[dict[str, int]]:
         rng = np.random.default_rng(self.config.seed)
         base = uniform.phases[0].ranks
-        configs = [{u: base[split_unit(u)[0]][split_unit(u)[1]] for u in units}]
+        configs = [ranks_to_units(base, units)]
         prior = {
             "weights": [-1.0] * len(GROUPS) + [0.0],
             "intercept": 0.0,
@@ -148,12 +135,13 @@ class HydraRankAllocator(Allocator):
         return configs
 
     @staticmethod
-    def _apply_units(model: nn.Module, ranks: dict[str, int], previous: dict[str, int] | None) -> None:
+    def _apply_units(model: nn.Module, ranks: dict[str, int], previous: dict[str, int] | None = None,
+                     rng: np.random.Generator | None = None) -> None:
         layers = adapter_layers(model)
         for key, r in ranks.items():
             module, slot = split_unit(key)
-            if previous is not None:
-                grow_columns(layers[module], slot, previous[key], r)
+            if previous is not None and rng is not None:
+                grow_columns(layers[module], slot, previous[key], r, rng)
             layers[module].set_rank(slot, int(r))
 
     # -- dynamic phases -------------------------------------------------------------------------
@@ -164,58 +152,40 @@ class HydraRankAllocator(Allocator):
             every = max(1, total_steps // 3)
         if schedule.performance_model is None or every == 0 or len(schedule.phases) > 1:
             return session  # nothing to re-allocate with (or replaying a recorded schedule)
-        session.callbacks.append(HydraRankReallocator(schedule, every, total_steps, self.config.min_gain))
+        session.callbacks.append(HydraRankReallocator(schedule, every, total_steps, self.config.min_gain, self.config.seed))
         return session
 
 
 class HydraRankReallocator:
-    """Trainer callback: EMA gradient signals every step; every ``every`` steps (not at the last
-    step) a new allocation from the performance model, applied if it is predicted to help."""
+    """Trainer callback: the gradient signals every step; at each re-allocation point
+    (:meth:`mobile_peft.core.realloc.Reallocation.due`) the core's decision, applied to the model
+    and appended to the schedule as a phase. A phone runs the same decision on the runtime's
+    gradients (``mobile_peft.runtime.realloc``)."""
 
-    def __init__(self, schedule: RankSchedule, every: int, total_steps: int, min_gain: float) -> None:
+    def __init__(self, schedule: RankSchedule, every: int, total_steps: int, min_gain: float, seed: int = 0) -> None:
         self.schedule = schedule
-        self.every = every
-        self.total_steps = total_steps
-        self.min_gain = min_gain
         self.collector = SignalCollector()
-        self.units = _units(schedule.modules)
-        self.model = schedule.performance_model or {}
-        self.min_rank = int(self.model.get("min_rank", 1))
-        self.generator = torch.Generator().manual_seed(0)
+        self.units = schedule.units()
+        self.policy = Reallocation(schedule.performance_model, self.units, schedule.budget_params, every, total_steps, min_gain)
+        self.seed = seed
         self.events: list[dict[str, Any]] = []
 
     def current(self) -> dict[str, int]:
-        ranks = self.schedule.phases[-1].ranks
-        return {u: ranks[split_unit(u)[0]][split_unit(u)[1]] for u in self.units}
+        return ranks_to_units(self.schedule.phases[-1].ranks, self.units)
 
     def on_step_end(self, step: int, loss: float, model: nn.Module) -> None:
         self.collector.on_step_end(step, loss, model)
-        if step % self.every or step + self.every > self.total_steps:  # no re-allocation right before the end
+        if not self.policy.due(step):
             return
-        signals = self.collector.signals()
-        old = self.current()
-        new = propose_allocation(signals, self.model, self.units, self.schedule.budget_params, self.min_rank)
-        before = predict_loss(self.model, old, signals, self.units)
-        after = predict_loss(self.model, new, signals, self.units)
-        if new == old or before - after <= self.min_gain * abs(before):
-            logger.info("hydra-rank step %d: allocation kept (predicted %.4f -> %.4f)", step, before, after)
-            return
-        HydraRankAllocator._apply_units(model, new, previous=old)
-        self.schedule.phases.append(Phase(step, ranks_by_module(new)))
-        moved = sum(abs(new[u] - old[u]) for u in new)
-        grown = sum(max(0, new[u] - old[u]) for u in new)
-        event = {
-            "step": step,
-            "ranks_moved": moved,
-            "ranks_grown": grown,
-            "predicted_loss": [round(before, 4), round(after, 4)],
-        }
+        decision = self.policy.decide(step, self.current(), self.collector.signals())
+        event = decision.event(self.schedule.budget_params)
         self.events.append(event)
-        logger.info(
-            "hydra-rank step %d: re-allocated %d rank units (%d grown), predicted loss %.4f -> %.4f",
-            step,
-            moved,
-            grown,
-            before,
-            after,
-        )
+        if not decision.applied:
+            logger.info("hydra-rank step %d: allocation kept (predicted %.4f -> %.4f)", step,
+                        decision.predicted_before, decision.predicted_after)
+            return
+        rng = np.random.default_rng([self.seed, step])
+        HydraRankAllocator._apply_units(model, decision.ranks, previous=decision.old, rng=rng)
+        self.schedule.phases.append(Phase(step, units_to_ranks(decision.ranks)))
+        logger.info("hydra-rank step %d: re-allocated %d rank units (%d grown), predicted loss %.4f -> %.4f", step,
+                    event["ranks_moved"], event["ranks_grown"], decision.predicted_before, decision.predicted_after)

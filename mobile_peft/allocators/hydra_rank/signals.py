@@ -1,10 +1,6 @@
-"""Gradient signals for HyDRA: per rank slot, the RMS gradient of its active rank columns.
-
-For a slot with down ``D [r_max, fan_in]``, up ``U [out, r_max]`` and active columns ``a``,
-one step's signal is ``sum(g_D[a]^2) + sum(g_U[:, a]^2)`` divided by ``|a|`` (squared gradient
-per rank: a diagonal-Fisher estimate of what one more rank of this slot is worth). The collector
-keeps an exponential moving average over steps and reports its square root.
-"""
+"""Trainer callback feeding HyDRA's gradient signals (:class:`mobile_peft.core.realloc.RankSignals`)
+from the eager model's adapter gradients -- the same formula and EMA a phone applies to the
+runtime's gradients (:func:`mobile_peft.core.realloc.rank_signal`)."""
 
 from __future__ import annotations
 
@@ -12,37 +8,34 @@ import torch
 from torch import nn
 
 from ...adapters.base import adapter_layers
-from .._modules import unit_key
+from ...core.realloc import RankSignals, rank_signal
+from ...core.units import unit_key
 
 __all__ = ["SignalCollector"]
 
 
 class SignalCollector:
-    """Trainer callback: reads the adapters' gradients after every step (they are still set when
-    ``on_step_end`` runs) into an EMA of squared gradient per active rank."""
+    """Reads the adapters' gradients after every step (they are still set when ``on_step_end``
+    runs) into a :class:`RankSignals` (active ranks: non-zero mask entries)."""
 
     def __init__(self, decay: float = 0.8) -> None:
-        self.decay = decay
-        self.sq: dict[str, float] = {}
+        self.tracker = RankSignals(decay)
         self.steps = 0
 
     @torch.no_grad()
     def on_step_end(self, step: int, loss: float, model: nn.Module) -> None:
         for path, layer in adapter_layers(model).items():
             for name, slot in layer.rank_slots().items():
-                active = slot.rank_mask != 0
-                n = int(active.sum())
-                if slot.r_max == 0 or n == 0:
+                active = (slot.rank_mask != 0).numpy()
+                if slot.r_max == 0 or not active.any():
                     continue
                 g_down, g_up = getattr(layer, slot.down).grad, getattr(layer, slot.up).grad
                 if g_down is None or g_up is None:
                     continue
-                value = float(g_down[active].pow(2).sum() + g_up[:, active].pow(2).sum()) / n
-                key = unit_key(path, name)
-                old = self.sq.get(key)
-                self.sq[key] = value if old is None else self.decay * old + (1 - self.decay) * value
+                value = rank_signal(g_down.detach().float().numpy(), g_up.detach().float().numpy(), active)
+                self.tracker.observe(unit_key(path, name), value)
         self.steps += 1
 
     def signals(self) -> dict[str, float]:
         """unit -> RMS gradient per active rank (units never seen are absent)."""
-        return {k: v**0.5 for k, v in self.sq.items()}
+        return self.tracker.signals()

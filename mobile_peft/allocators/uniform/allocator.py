@@ -6,8 +6,9 @@ from typing import Any
 
 from torch import nn
 
-from ...errors import ConfigError
-from ..base import Allocator, adapter_kind, fill_budget, ranks_by_module, schedule_from_ranks, unit_costs
+from ...core.errors import ConfigError
+from ...core.schedule import units_to_ranks
+from ..base import Allocator, adapter_kind, fill_budget, schedule_from_ranks, unit_costs
 from ..registry import ALLOCATORS
 from ..schedule import BUDGET_TOLERANCE, RankSchedule
 
@@ -32,4 +33,4 @@ class UniformAllocator(Allocator):
 
         gains = {u: (lambda rank, i=order[u]: gain(rank, i)) for u in costs}
         ranks = fill_budget(gains, costs, budget, start=dict.fromkeys(costs, 0))
-        return schedule_from_ranks(model, self.name, adapter_kind(model), budget, ranks_by_module(ranks))
+        return schedule_from_ranks(model, self.name, adapter_kind(model), budget, units_to_ranks(ranks))

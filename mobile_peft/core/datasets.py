@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .digits import DIGIT_TASKS, load_digits_task
+from .digits import DEFAULT_DIGIT_TASK, DIGIT_TASKS, load_digits_task
+from .errors import DataError
 from .examples import VQAExample
 
 __all__ = ["ANNOTATIONS_FILE", "IMAGES_DIR", "load_dataset", "load_folder"]
@@ -28,7 +28,6 @@ __all__ = ["ANNOTATIONS_FILE", "IMAGES_DIR", "load_dataset", "load_folder"]
 ANNOTATIONS_FILE = "annotations.jsonl"
 IMAGES_DIR = "images"
 DIGITS = "digits"
-DEFAULT_DIGIT_TASK = "digit-name"
 _REQUIRED_KEYS = ("image", "question", "answer")
 _MAX_LISTED_PROBLEMS = 50
 _EXPECTED_LINE = '{"image": "images/x.png", "question": "...", "answer": "..."}'

@@ -1,7 +1,6 @@
 """HyDRA's lightweight performance model and its budgeted search -- numpy and stdlib only.
 
-This file imports nothing from torch or from the rest of the SDK, so that a phone (or any
-process without autograd) can load it alone, read the fitted model from the bundle's rank
+Part of the torch-free core, so that a phone (or any process without autograd) can use it: read the fitted model from the bundle's rank
 schedule (``RankSchedule.performance_model``, a dict of a few dozen numbers) and re-allocate
 ranks from its own gradient statistics with :func:`propose_allocation`.
 
@@ -29,11 +28,13 @@ per parameter; concave gains make greedy optimal up to one rank).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from .schedule import BUDGET_TOLERANCE
+from .units import module_place, split_unit
 
 __all__ = [
     "GROUPS",
@@ -51,28 +52,17 @@ MODEL_KIND = "hydra-rank/logrank-ridge"
 MODEL_VERSION = 1
 GROUPS = ("vision.attn", "vision.mlp", "projector.proj", "language.attn", "language.mlp")
 FEATURES = (*GROUPS, "depth")
-TOLERANCE = 0.01  # the budget tolerance of every allocator (schedule.BUDGET_TOLERANCE)
-
-_LAYER = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
-_MLP = ("mlp", "fc1", "fc2", "gate_proj", "up_proj", "down_proj")
 
 # A unit's description: r_max, params per rank, and where it sits.
 Unit = Mapping[str, Any]  # {"r_max": int, "params_per_rank": int}
 
 
 def unit_group(unit: str) -> tuple[str, int]:
-    """``("language.mlp", 3)``: the group and layer index of unit ``"path::slot"``."""
-    path = unit.split("::", 1)[0]
-    if "vision" in path:
-        tower = "vision"
-    elif "projector" in path:
-        return "projector.proj", 0
-    else:
-        tower = "language"
-    match = _LAYER.search(path)
-    layer = int(match.group(1)) if match else 0
-    kind = path[match.end() :] if match else path
-    return f"{tower}.{'mlp' if any(n in kind for n in _MLP) else 'attn'}", layer
+    """``("language.mlp", 3)``: the group and layer index of unit ``"path::slot"`` (modules outside
+    the vision tower and the projector count as language)."""
+    place = module_place(split_unit(unit)[0])
+    tower = place.tower if place.tower in ("vision", "projector") else "language"
+    return f"{tower}.{place.block}", place.layer
 
 
 def _layout(units: Sequence[str]) -> tuple[list[int], np.ndarray]:
@@ -244,7 +234,7 @@ def greedy_fill(
     while used < budget:
         best, best_score = None, -math.inf
         for u, (r_max, ppr) in costs.items():
-            if ranks[u] >= r_max or used + ppr > budget * (1 + TOLERANCE):
+            if ranks[u] >= r_max or used + ppr > budget * (1 + BUDGET_TOLERANCE):
                 continue
             score = float(gain[u](ranks[u])) / ppr
             if score > best_score:

@@ -19,11 +19,12 @@ import functools
 
 import numpy as np
 
-from .._registry import Registry
-from ..errors import DataError, RegistryError
+from .errors import DataError, RegistryError
 from .examples import VQAExample
+from .registry import Registry
 
 __all__ = [
+    "DEFAULT_DIGIT_TASK",
     "DIGIT_NAMES",
     "DIGIT_TASKS",
     "DigitTask",
@@ -43,6 +44,7 @@ DIGIT_NAMES: tuple[str, ...] = (
     "eight",
     "nine",
 )
+DEFAULT_DIGIT_TASK = "digit-name"  # the base model's pre-training task
 _DIGITS_MAX = 16.0  # load_digits pixel values are counts 0..16 (4x4 blocks of a 32x32 bitmap)
 
 

@@ -3,6 +3,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from mobile_peft.core.digits import _split_indices
+from mobile_peft.core.errors import DataError, RegistryError
 from mobile_peft.data import (
     DIGIT_NAMES,
     DIGIT_TASKS,
@@ -12,8 +14,6 @@ from mobile_peft.data import (
     encode_text,
     load_digits_task,
 )
-from mobile_peft.data.digits import _split_indices
-from mobile_peft.errors import DataError, RegistryError
 
 TASKS = ["digit-name", "greater-than-four", "inverted", "next-digit", "parity", "rotated", "thick"]
 DOMAIN_SHIFTS = ["rotated", "thick", "inverted"]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mobile_peft.core.errors import DataError
 from mobile_peft.data import load_dataset, load_folder
-from mobile_peft.errors import DataError
 
 
 def _write_png(path, array):

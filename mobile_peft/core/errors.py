@@ -8,7 +8,10 @@ to do about it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
+    "BundleError",
     "CheckpointError",
     "ConfigError",
     "DataError",
@@ -49,3 +52,11 @@ class MissingExtraError(MobilePeftError, ImportError):
             f"{purpose} needs the optional package {package!r}, which is not installed. "
             f"Install it with: pip install 'mobile-peft[{extra}]'"
         )
+
+
+class BundleError(MobilePeftError, ValueError):
+    """A bundle or its manifest fails validation; the message lists every problem."""
+
+    def __init__(self, source: str | Path, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"bundle {source} is invalid:\n  - " + "\n  - ".join(self.problems))

@@ -1,4 +1,6 @@
-"""How raw (image, question, answer) triples become model inputs.
+"""How raw (image, question, answer) triples become model inputs: :class:`InputSpec`, and the
+bundle's :class:`BundleInputSpec` (the spec plus what export fixes: batch size, sequence length,
+special token ids, tokeniser file).
 
 The :class:`InputSpec` is owned by the model (saved in its ``config.json``) and travels into the
 export manifest, so a phone builds exactly the same tensors as the SDK.
@@ -15,11 +17,22 @@ tokens and the closing ``<eos>``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Self
 
-from ..errors import ConfigError
+from .contract import IGNORE_INDEX, InputSpecKey, TokenIdKey
+from .errors import ConfigError
 
-IGNORE_INDEX = -100
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IGNORE_INDEX",
+    "SIGLIP_MEAN",
+    "SIGLIP_STD",
+    "BundleInputSpec",
+    "InputSpec",
+    "TokenIds",
+]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -59,12 +72,66 @@ class InputSpec:
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ConfigError("image_mean and image_std need 3 values (RGB).")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["image_mean"] = list(self.image_mean)
         d["image_std"] = list(self.image_std)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> InputSpec:
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """From a dict holding at least the fields without defaults; keys that are not fields
+        (a manifest's ``batch_size``, ...) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    pad: int
+    bos: int
+    eos: int
+    ignore_index: int = IGNORE_INDEX
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            TokenIdKey.PAD: self.pad,
+            TokenIdKey.BOS: self.bos,
+            TokenIdKey.EOS: self.eos,
+            TokenIdKey.IGNORE_INDEX: self.ignore_index,
+        }
+
+
+@dataclass(frozen=True)
+class BundleInputSpec:
+    """A manifest's ``input_spec``: the model's spec and what the export fixed."""
+
+    spec: InputSpec
+    batch_size: int
+    sequence_length: int
+    token_ids: TokenIds
+    tokenizer_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        K = InputSpecKey
+        return {
+            **self.spec.to_dict(),
+            K.SEQUENCE_LENGTH: self.sequence_length,
+            K.BATCH_SIZE: self.batch_size,
+            K.TOKEN_IDS: self.token_ids.to_dict(),
+            K.TOKENIZER_FILE: self.tokenizer_file,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        K, T = InputSpecKey, TokenIdKey
+        ids = d[K.TOKEN_IDS]
+        return cls(
+            spec=InputSpec.from_dict(d),
+            batch_size=int(d[K.BATCH_SIZE]),
+            sequence_length=int(d[K.SEQUENCE_LENGTH]),
+            token_ids=TokenIds(
+                int(ids[T.PAD]), int(ids[T.BOS]), int(ids[T.EOS]), int(ids.get(T.IGNORE_INDEX, IGNORE_INDEX))
+            ),
+            tokenizer_file=d[K.TOKENIZER_FILE],
+        )

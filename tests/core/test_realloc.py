@@ -1,0 +1,79 @@
+"""HyDRA's dynamic phase has one implementation: the authoring trainer's callback and the phone's
+runtime re-allocator make the same decisions at the same steps from the same gradients, and grow
+the same fresh columns."""
+
+import numpy as np
+import torch
+
+from mobile_peft.adapters import LoraConfig, adapter_layers, apply_adapters
+from mobile_peft.allocators import RankSchedule
+from mobile_peft.allocators.hydra_rank.allocator import HydraRankReallocator
+from mobile_peft.allocators.schedule import Phase, model_slots
+from mobile_peft.core import perf_model, realloc
+from mobile_peft.core.manifest import Trainable
+from mobile_peft.core.schedule import MaskInput
+from mobile_peft.models import build_model
+from mobile_peft.runtime.realloc import Reallocator
+
+TARGETS = r"language_model\.model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+
+
+def _setup():
+    model, _ = build_model("tiny", quant="int8", seed=0)
+    apply_adapters(model, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
+    modules = model_slots(model)
+    first = {m: {"lora": 2 if m.endswith("v_proj") else 3} for m in modules}
+    budget = sum(r["lora"] * modules[m]["lora"]["params_per_rank"] for m, r in first.items())
+    model_json = {"kind": perf_model.MODEL_KIND, "version": perf_model.MODEL_VERSION, "feature_names": list(perf_model.FEATURES),
+                  "weights": [-0.5, -0.5, -0.5, -2.0, -0.5, 1.5], "intercept": 3.0, "min_rank": 1}
+    schedule = RankSchedule("hydra-rank", "lora", budget, modules, [Phase(0, first)], performance_model=model_json,
+                            mask_inputs=[MaskInput(m, "lora", 4) for m in modules])
+    schedule.apply(model, 0)
+    trainable = []
+    for path, layer in adapter_layers(model).items():
+        slot = layer.rank_slots()["lora"]
+        for param, role in ((slot.down, "down"), (slot.up, "up")):
+            trainable.append(Trainable(f"{path}.{param}", path, "lora", role, param, tuple(getattr(layer, param).shape)))
+    return model, schedule, trainable
+
+
+def test_authoring_and_runtime_reallocate_identically():
+    model, schedule, trainable = _setup()
+    total, every = 10, 3
+    authoring_schedule = RankSchedule.from_dict(schedule.to_dict())
+    authoring = HydraRankReallocator(authoring_schedule, every, total, min_gain=realloc.DEFAULT_MIN_GAIN, seed=5)
+    phone = Reallocator(schedule, schedule.performance_model, trainable, every, total, seed=5)
+    layers = adapter_layers(model)
+    params = {t.name: getattr(layers[t.module], t.param).detach().numpy().copy() for t in trainable}
+    ranks = schedule.ranks(0)
+    rng = np.random.default_rng(0)
+    phone_events = []
+    for step in range(1, total + 1):
+        grads = {}
+        for t in trainable:  # language q projections get the largest gradients: the model moves ranks there
+            scale = 3.0 if t.module.endswith("q_proj") else 0.3
+            grads[t.name] = (rng.standard_normal(t.shape) * scale).astype(np.float32)
+            getattr(layers[t.module], t.param).grad = torch.from_numpy(grads[t.name].copy())
+        authoring.on_step_end(step, 1.0, model)
+        phone.observe(grads, ranks)
+        if phone.due(step):
+            decision = phone.decide(step, ranks)
+            phone_events.append(decision.event(schedule.budget_params))
+            if decision.applied:
+                ranks = phone.grow(params, decision)
+    assert [e["step"] for e in phone_events] == [3, 6]  # 9 + 3 > 10: no re-allocation right before the end
+    assert phone_events == authoring.events
+    assert any(e["applied"] for e in phone_events)
+    assert authoring_schedule.phases[-1].ranks == ranks
+    for t in trainable:  # the same fresh columns were grown on both sides
+        np.testing.assert_array_equal(getattr(layers[t.module], t.param).detach().numpy(), params[t.name])
+
+
+def test_the_signal_is_the_squared_gradient_per_active_rank():
+    g_down, g_up = np.ones((4, 3), np.float32), np.full((5, 4), 2.0, np.float32)
+    assert realloc.rank_signal(g_down, g_up, np.array([True, True, False, False])) == (2 * 3 + 4 * 5 * 2) / 2
+    assert realloc.rank_signal(g_down, g_up, np.arange(2)) == realloc.rank_signal(g_down, g_up, np.array([1, 1, 0, 0], bool))
+    signals = realloc.RankSignals(decay=0.5)
+    signals.observe("m::lora", 4.0)
+    signals.observe("m::lora", 16.0)
+    assert signals.signals() == {"m::lora": 10.0**0.5}
