@@ -2,15 +2,16 @@ import CoreGraphics
 import Foundation
 import ImageIO
 
-/// Input-layout constants that live in the SDK's data package, not in the bundle contract;
-/// `tests/demo_apps/test_contract_mirror.py` checks them against mobile_peft/data/{spec,folder}.py.
+/// Input-layout constants that live in the SDK's core, not in the bundle contract (except
+/// `ignoreIndex`, the contract's, as a label value); `tests/demo_apps/test_contract_mirror.py` checks
+/// them against mobile_peft/core/{spec,datasets}.py.
 enum PreprocessDefaults {
-    static let ignoreIndex: Int64 = -100 // mobile_peft.data.spec.IGNORE_INDEX: labels not scored
+    static let ignoreIndex = Int64(Contract.ignoreIndex) // labels not scored
     static let padToken = "<pad>"
     static let bosToken = "<bos>"
     static let eosToken = "<eos>"
     static let questionPlaceholder = "{question}"
-    static let annotationsFile = "annotations.jsonl" // mobile_peft.data.folder.ANNOTATIONS_FILE
+    static let annotationsFile = "annotations.jsonl" // mobile_peft.core.datasets.ANNOTATIONS_FILE
     static let imagesDir = "images"
 }
 
@@ -123,23 +124,26 @@ struct Preprocessor {
             guard let id = spec.tokenIds[role] ?? tokenizer.id(of: token) else { throw BundleError("no id for the \(role) token '\(token)'") }
             return id
         }
-        padId = try special("pad", PreprocessDefaults.padToken)
-        bosId = try special("bos", PreprocessDefaults.bosToken)
-        eosId = try special("eos", PreprocessDefaults.eosToken)
+        // input_spec.token_ids by Contract.TokenIdKey (the manifest check requires all of them); the
+        // vocabulary ids of InputSpec's default token strings are only a fallback.
+        padId = try special(Contract.TokenIdKey.pad, PreprocessDefaults.padToken)
+        bosId = try special(Contract.TokenIdKey.bos, PreprocessDefaults.bosToken)
+        eosId = try special(Contract.TokenIdKey.eos, PreprocessDefaults.eosToken)
     }
 
-    /// Python's `prompt_template.format(question=q)` for templates whose only field is {question};
-    /// InputSpec.lowercase defaults to true.
+    private func normalise(_ text: String) -> String { spec.lowercase ? text.lowercased() : text }
+
+    /// Python's `prompt_template.format(question=q)` for templates whose only field is {question}.
     func prompt(_ question: String) -> String {
         spec.promptTemplate.replacingOccurrences(of: PreprocessDefaults.questionPlaceholder, with: "\u{0}")
             .replacingOccurrences(of: "{{", with: "{").replacingOccurrences(of: "}}", with: "}")
-            .replacingOccurrences(of: "\u{0}", with: question.lowercased())
+            .replacingOccurrences(of: "\u{0}", with: normalise(question))
     }
 
     /// (input_ids, labels) [max_text_len]: `<bos> prompt answer <eos> <pad>...`; labels -100 except answer + `<eos>`.
     func encodeText(question: String, answer: String) throws -> ([Int64], [Int64]) {
         let promptIds = tokenizer.encode(prompt(question))
-        let answerIds = tokenizer.encode(answer.lowercased())
+        let answerIds = tokenizer.encode(normalise(answer))
         guard !answerIds.isEmpty else { throw BundleError("answer '\(answer)' encodes to no tokens") }
         let ids = [bosId] + promptIds + answerIds + [eosId]
         guard ids.count <= spec.maxTextLen else {

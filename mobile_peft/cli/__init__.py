@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 
 from ..core.errors import MobilePeftError
 from . import bench, build, demo, eval, export, finetune, inspect, plan, profile, train
+from ._terminal import native_stderr_filtered
 from ._ui import err_console
 
 # One module per subcommand, each with add_parser(sub) and run(args).
@@ -25,17 +28,32 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose log records are theirs, not the user's: torchao's "Failed to load ...so",
+# torch's pytree deprecation lines, coremltools' version notices. Shown with -v.
+_THIRD_PARTY_LOGGERS = ("torch", "torchao", "executorch", "coremltools", "onnxruntime", "onnx", "transformers", "matplotlib", "PIL")
+
+
+def _own_the_terminal(verbose: bool) -> None:
+    """Only the product's own output reaches the terminal unless ``-v``: third-party warnings and
+    log records are dropped at their source (the heavy libraries are imported later, by the command
+    that needs them, so this runs first)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TORCH_LOGS", "-all")  # torch resets its loggers from this on import
+    for name in _THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # TracerWarnings, deprecations and notices of the libraries (the SDK itself logs, never warns).
+    warnings.filterwarnings("ignore")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    if not args.verbose:
-        # torch.export / ExecuTorch emit deprecation chatter from their own internals on every
-        # export; it tells a user of this command nothing they can act on.
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _own_the_terminal(args.verbose)
+    quiet = contextlib.nullcontext() if args.verbose else native_stderr_filtered()
     try:
-        return int(args.run(args) or 0)
+        with quiet:
+            return int(args.run(args) or 0)
     except MobilePeftError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2

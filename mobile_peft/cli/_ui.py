@@ -27,12 +27,26 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A rich table; accuracies (a column, or a row whose first cell, named "accuracy ...") are
+    shown as percentages."""
     t = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:
-        t.add_row(*(fmt(v) for v in row))
+        row_is_accuracy = _is_accuracy(row[0]) if row else False
+        t.add_row(*(percent(v) if i and (row_is_accuracy or _is_accuracy(columns[i])) else fmt(v) for i, v in enumerate(row)))
     return t
+
+
+def _is_accuracy(label: Any) -> bool:
+    return isinstance(label, str) and "accuracy" in label
+
+
+def percent(value: Any) -> str:
+    """A fraction in [0, 1] as ``"37.5 %"``; anything else as :func:`fmt` shows it."""
+    if isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value <= 1:
+        return f"{100 * value:.1f} %"
+    return fmt(value)
 
 
 def fmt(value: Any) -> str:

@@ -9,9 +9,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
 from ..core.errors import ConfigError
 from ._ui import console, err_console
 
@@ -57,6 +54,10 @@ def _command() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
+
     torch.set_num_threads(args.threads)
     if args.suite == "export":
         return _run_export(args)

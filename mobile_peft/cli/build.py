@@ -6,17 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from ..models import PRESETS, build_model, count_parameters, load_model, save_model
-from ..quant import QUANT_MODES, backbone_bytes
+from ..core import contract
 from ._ui import console, human_bytes, print_json, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="Build a model directory from a preset (random weights) or a local checkpoint.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", choices=PRESETS.names(), help="Architecture preset (random init).")
+    src.add_argument("--preset", help="Architecture preset (random init).")
     src.add_argument("--from-pretrained", metavar="DIR", type=Path, help="Local LLaVA- or MobileVLM-style checkpoint.")
-    p.add_argument("--quant", choices=QUANT_MODES, default="none", help="Store the frozen linear weights quantised.")
+    p.add_argument("--quant", choices=contract.QUANT_MODES, default="none", help="Store the frozen linear weights quantised.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="Output model directory.")
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -24,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import build_model, count_parameters, load_model, save_model
+    from ..quant import backbone_bytes
+
     start = time.perf_counter()
     if args.preset:
         model, tokenizer = build_model(args.preset, quant=args.quant, seed=args.seed)

@@ -17,17 +17,14 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..core import contract
 
-from ..adapters import ADAPTERS, save_adapter
-from ..models import build_model, save_model
-from ..quant import QUANT_MODES, quantize_model
-from ..train import TrainConfig, evaluate, train
-from ..train.job import finetune, frozen_bytes, make_adapter_config, make_datasets
+if TYPE_CHECKING:
+    import torch
+
 from ._ui import StepProgress, console, err_console, human_bytes, print_json, table
-from .plots import plot_losses
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="Output directory.")
     p.add_argument("--base-task", default="digit-name", help="Digits task the base is pre-trained on.")
     p.add_argument("--task", default="next-digit", help="Digits task the adapters learn.")
-    p.add_argument("--adapter", choices=ADAPTERS.names(), default="lora")
+    p.add_argument("--adapter", choices=contract.ADAPTER_METHODS, default="lora")
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--quant", choices=[m for m in QUANT_MODES if m != "none"], default="int8")
+    p.add_argument("--quant", choices=[m for m in contract.QUANT_MODES if m != "none"], default="int8")
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--steps", type=int, default=150, help="Adapter fine-tuning steps.")
     p.add_argument("--device-task", default="parity", help="Digits task the exported bundle learns on device.")
@@ -49,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _quantisation_quality(base: torch.nn.Module, eval_ds: Any) -> list[dict[str, Any]]:
+    from ..quant import QUANT_MODES, quantize_model
+    from ..train import evaluate
+    from ..train.job import frozen_bytes
+
     rows = []
     for mode in QUANT_MODES:
         model = copy.deepcopy(base)
@@ -59,6 +60,13 @@ def _quantisation_quality(base: torch.nn.Module, eval_ds: Any) -> list[dict[str,
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from ..adapters import save_adapter
+    from ..models import build_model, save_model
+    from ..quant import quantize_model
+    from ..train import TrainConfig, train
+    from ..train.job import finetune, make_adapter_config, make_datasets
+    from .plots import plot_losses
+
     start = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

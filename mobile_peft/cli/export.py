@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..adapters import ADAPTERS
-from ..quant import QUANT_MODES
 from ._ui import console, human_bytes, print_json, table
 
 
@@ -23,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=contract.FORMATS, required=True)
     p.add_argument(
         "--quant",
-        choices=QUANT_MODES,
+        choices=contract.QUANT_MODES,
         default=None,
         help="Quantise a float backbone first (default: as stored).",
     )
@@ -38,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--adapter",
-        choices=ADAPTERS.names(),
+        choices=contract.ADAPTER_METHODS,
         default="lora",
         help="Default adapters when no --adapter-dir is given.",
     )

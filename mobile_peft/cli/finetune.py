@@ -6,13 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..adapters import ADAPTERS, save_adapter
-from ..models import load_model, save_model
-from ..quant import QUANT_MODES
-from ..train import OPTIMIZERS, TrainConfig
-from ..train.job import finetune, make_adapter_config, make_datasets
+from ..core import contract
 from ._ui import StepProgress, console, human_bytes, print_json, table
-from .plots import plot_losses
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, help="Model directory (mobile-peft build) or a LLaVA/MobileVLM checkpoint.")
     p.add_argument("--data", default="digits", help="'digits', 'digits:<task>' or a folder with images/ + annotations.jsonl.")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--adapter", choices=ADAPTERS.names(), default="lora", help="Adapter method.")
+    p.add_argument("--adapter", choices=contract.ADAPTER_METHODS, default="lora", help="Adapter method.")
     p.add_argument("--rank", type=int, default=8, help="Adapter rank (each branch for hydra).")
     p.add_argument("--alpha", type=float, default=None, help="Scale numerator (default 2*rank).")
     p.add_argument("--targets", default=None, help="Regex of module paths to adapt, or a comma list of names/suffixes (default: the model's).")
     p.add_argument("--exclude", default=None, help="Modules never adapted (same syntax as --targets).")
-    p.add_argument("--quant", choices=QUANT_MODES, default=None, help="Quantise a float backbone before training.")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--quant", choices=contract.QUANT_MODES, default=None, help="Quantise a float backbone before training.")
+    p.add_argument("--optimizer", default="adamw")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--full", action="store_true", help="Fine-tune every weight (baseline; float backbone only).")
@@ -50,6 +45,7 @@ def _targets(text: str | None) -> str | list[str] | None:
 def _start_allocation(model, args, targets, train_ds, eval_ds):
     """--allocator: adapters at r_max (default 4 x --rank), budget = --budget-params or uniform --rank."""
     from ..allocators import RankSchedule, get_allocator, start_allocation
+    from ..train.job import make_adapter_config
 
     config = make_adapter_config(args.adapter, args.r_max or 4 * args.rank, args.alpha, targets, _targets(args.exclude))
     schedule = RankSchedule.load(args.schedule) if args.schedule else None
@@ -58,6 +54,12 @@ def _start_allocation(model, args, targets, train_ds, eval_ds):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..adapters import save_adapter
+    from ..models import load_model, save_model
+    from ..train import TrainConfig
+    from ..train.job import finetune, make_adapter_config, make_datasets
+    from .plots import plot_losses
+
     model, tokenizer = load_model(args.model_dir, quant=args.quant)
     train_ds, eval_ds = make_datasets(args.data, tokenizer, model.config.input_spec, args.seed, eval_limit=args.eval_limit)
     adapter_config = None
@@ -83,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
             from ..train import evaluate
 
             schedule = finish_allocation(model, session, monitor)
-            for phase in schedule.phases[1:]:
-                console.print(f"{args.allocator}: re-allocated ranks at step {phase.start_step}")
+            if not args.json:  # --json keeps stdout pure JSON (the count is in it)
+                for phase in schedule.phases[1:]:
+                    console.print(f"{args.allocator}: re-allocated ranks at step {phase.start_step}")
             report.after = evaluate(model, eval_ds)
             out.mkdir(parents=True, exist_ok=True)
             schedule.save(out / "rank_schedule.json")

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..adapters import ADAPTERS, apply_adapters
-from ..allocators import ALLOCATORS, RankSchedule, get_allocator, resolve_budget
+from ..core import contract
 from ..core.units import module_place
-from ..models import load_model
-from ..train.job import make_adapter_config, make_datasets
 from ._ui import console, table
-from .plots import save_figure
+
+if TYPE_CHECKING:
+    from ..allocators import RankSchedule
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="Allocate adapter ranks under a parameter budget (uniform, hydra-rank, ard).")
     p.add_argument("model_dir", type=Path, help="Model directory (mobile-peft build) or a checkpoint.")
-    p.add_argument("--allocator", choices=ALLOCATORS.names(), default="hydra-rank")
+    p.add_argument("--allocator", default="hydra-rank")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-params", type=int, help="Trainable parameters at the active ranks.")
     budget.add_argument("--budget-rank", type=int, help="The same as uniform LoRA of this rank.")
     p.add_argument("--data", default="digits", help="'digits', 'digits:<task>' or a folder with images/ + annotations.jsonl.")
-    p.add_argument("--adapter", choices=ADAPTERS.names(), default="lora")
+    p.add_argument("--adapter", choices=contract.ADAPTER_METHODS, default="lora")
     p.add_argument("--r-max", type=int, default=None, help="Adapters' maximum rank (default 4x the budget rank, or 8).")
     p.add_argument("--targets", default=None, help="Regex of module paths to adapt (default: the model's).")
     p.add_argument("--seed", type=int, default=0)
@@ -36,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def rank_table(schedule: RankSchedule, phase: int = -1) -> tuple[list[str], list[tuple]]:
     """Rows = (tower, layer), columns = module type (slot-suffixed for multi-slot adapters)."""
+
     cells: dict[tuple[str, int], dict[str, int]] = {}
     columns: list[str] = []
     for module, slots in schedule.phases[phase].ranks.items():
@@ -52,6 +51,8 @@ def rank_table(schedule: RankSchedule, phase: int = -1) -> tuple[list[str], list
 def plot_schedule(schedule: RankSchedule, path: Path) -> Path:
     """Heat-map PNG: layers x module types, one panel per phase."""
     import matplotlib
+
+    from .plots import save_figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,6 +74,13 @@ def plot_schedule(schedule: RankSchedule, path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..adapters import apply_adapters
+    from ..allocators import get_allocator, resolve_budget
+    from ..models import load_model
+    from ..train.job import make_adapter_config, make_datasets
+
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model_dir)
     targets = args.targets or model.config.default_targets

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from ._ui import console, human_bytes, print_json, table
-from .plots import save_figure
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +53,8 @@ def rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def plot_memory(report: dict[str, Any], path: Path) -> Path:
     import matplotlib
+
+    from .plots import save_figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

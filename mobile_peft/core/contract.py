@@ -41,6 +41,9 @@ FORMAT_ONNX = "onnx"
 FORMAT_COREML = "coreml"
 FORMATS = (FORMAT_PTE, FORMAT_ONNX, FORMAT_COREML)
 
+# How the frozen backbone's linear weights are stored (the manifest's backbone.quant).
+QUANT_MODES = ("none", "int8", "int4")
+
 # Adapter methods a bundle can carry (the manifest's rank_schedule.adapter) and their PEFT type.
 ADAPTER_LORA = "lora"
 ADAPTER_HYDRA = "hydra"
@@ -292,6 +295,7 @@ RANK_SCHEDULE_KEYS = (
 )
 BUNDLE_RANK_SCHEDULE_KEYS = (*RANK_SCHEDULE_KEYS, ScheduleKey.MASK_INPUTS)
 SLOT_KEYS = _values(SlotKey)
+PHASE_KEYS = (PhaseKey.START_STEP, PhaseKey.RANKS)
 MASK_INPUT_KEYS = _values(MaskInputKey)
 FILE_KEYS = _values(FileKey)
 OPTIMIZER_KEYS = (OptimizerKey.NAME, OptimizerKey.LR)

@@ -20,10 +20,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..core.contract import QUANT_MODES
 from ..core.errors import ConfigError
 
 QuantMode = Literal["none", "int8", "int4"]
-QUANT_MODES: tuple[str, ...] = ("none", "int8", "int4")
 DEFAULT_INT4_GROUP = 32
 
 
