@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench reliability clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/mobile-peft bench ranks
+
+# Fault-injection (SIGKILL at random moments, both formats) and fuzz campaigns at full size.
+reliability: $(STAMP)
+	$(BIN)/mobile-peft bench reliability --kills 20 --fuzz-examples 2000
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,5 +1,5 @@
-"""A bundle as the runtime sees it: a directory (a ``.zip`` is extracted to a fresh temporary
-directory first) and its validated, typed manifest (:class:`mobile_peft.core.manifest.Manifest`,
+"""A bundle as the runtime sees it: a directory (a ``.zip`` is checked and extracted to a fresh
+temporary directory first, :func:`~mobile_peft.core.archive.extract_bundle_zip`) and its validated, typed manifest (:class:`mobile_peft.core.manifest.Manifest`,
 with the rank schedule and the trainable tensors' roles).
 
 Validation (every key and sub-key, schema version, every file's size and sha256, all problems in
@@ -8,13 +8,13 @@ one error) is the core's :func:`~mobile_peft.core.manifest.validate_bundle`.
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mobile_peft.core import contract
+from mobile_peft.core.archive import extract_bundle_zip
 from mobile_peft.core.encode import Encoder
 from mobile_peft.core.manifest import Manifest, Trainable, read_manifest, validate_bundle
 from mobile_peft.core.schedule import RankSchedule
@@ -35,9 +35,7 @@ class Bundle:
         path = Path(path)
         tmp = None
         if path.is_file() and zipfile.is_zipfile(path):
-            tmp = tempfile.TemporaryDirectory(prefix="mobile-peft-bundle-")
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(tmp.name)
+            tmp = extract_bundle_zip(path)  # traversal, links, duplicates and bombs refused first
             path = Path(tmp.name)
         manifest = validate_bundle(path) if verify else Manifest.from_dict(read_manifest(path), path)
         return cls(path, manifest, tmp)

@@ -16,6 +16,7 @@ there is never a half-written ``ckpt-``. The newest ``keep`` checkpoints are kep
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mobile_peft.core.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_DIR", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -51,14 +54,30 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically and return its directory; ``extra(tmp_dir)`` may add
-    format-specific files before the rename."""
+    format-specific files before the rename. A failed write (disk full, read-only storage) leaves
+    every earlier checkpoint as it was and raises :class:`CheckpointError` saying what happened."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    tmp = root / f"{_TMP}{step:08d}-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(_TMP + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return _write(root, tmp, step, tensors, meta, extra, keep)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = f"{os.strerror(exc.errno)} ({errno.errorcode.get(exc.errno, exc.errno)})" if exc.errno else str(exc)
+        last = latest_checkpoint(run_dir) if root.is_dir() else None
+        kept = f"the previous checkpoint {last} is intact" if last else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} under {root}: {reason}; {kept}. "
+            "Free some space or choose a writable --out, then resume with --resume."
+        ) from None
+
+
+def _write(root: Path, tmp: Path, step: int, tensors: dict[str, np.ndarray], meta: dict[str, Any],
+           extra: Callable[[Path], None] | None, keep: int) -> Path:
     from safetensors.numpy import save_file
 
-    root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(_TMP + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{_TMP}{step:08d}-{os.getpid()}"
     tmp.mkdir()
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / STATE_FILE))
     (tmp / META_FILE).write_text(json.dumps({**meta, "step": step}, indent=1) + "\n")
@@ -68,9 +87,13 @@ def save_checkpoint(
         _fsync_path(file)
     _fsync_path(tmp)
     final = root / f"{_PREFIX}{step:08d}"
-    if final.exists():  # the same step saved again (a resumed run re-reaching it): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    if final.exists():  # the same step saved again (a resumed run re-reaching it): set the old one aside first
+        aside = root / f"{_TMP}replaced-{step:08d}-{os.getpid()}"
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
     _fsync_path(root)
     for old in sorted(root.glob(_PREFIX + "*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -87,8 +110,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(tensors, meta) of one checkpoint directory."""
+    """(tensors, meta) of one checkpoint directory; :class:`CheckpointError` if it is unreadable."""
     from safetensors.numpy import load_file
 
     path = Path(path)
-    return load_file(str(path / STATE_FILE)), json.loads((path / META_FILE).read_text())
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(path / STATE_FILE))
+    except Exception as exc:  # safetensors raises its own types for damaged files
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}).") from None
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise CheckpointError(f"checkpoint {path} has no step in {META_FILE}.")
+    return tensors, meta

@@ -44,13 +44,16 @@ class DataStream:
         self.encoder = encoder
         self.position = position or StreamPosition()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # Every example's text encodes before the first step (a too-long line fails now, naming its
+        # file and line); images are encoded on first use, so a large image size costs no memory up front.
+        self._text = [encoder.text(e.question, e.answer, e.source) for e in self.examples]
 
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.position.seed, epoch]).permutation(len(self.examples))
 
     def _encoded(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if i not in self._cache:
-            self._cache[i] = self.encoder.example(self.examples[i])
+            self._cache[i] = (self.encoder.image(self.examples[i].image), *self._text[i])
         return self._cache[i]
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

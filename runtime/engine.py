@@ -56,6 +56,10 @@ class Engine(Protocol):
 
     def step(self) -> None: ...
 
+    def discard(self) -> None:
+        """Drop the last gradients without a step (a step with a non-finite loss or gradient)."""
+        ...
+
     def parameters(self) -> dict[str, np.ndarray]: ...
 
     def gradients(self) -> dict[str, np.ndarray]: ...
@@ -126,6 +130,9 @@ class PteEngine:
 
     def step(self) -> None:
         self.optimizer.step(self.parameters(), self.gradients())
+
+    def discard(self) -> None:
+        self._grads = {}  # gradients are outputs of each run: nothing accumulates
 
     def state(self) -> EngineState:
         optimizer = self.optimizer.state_dict()

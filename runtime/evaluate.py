@@ -8,7 +8,7 @@ so the last batch is padded by repeating its last example; padded rows are not c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class EvalReport:
     loss: float
     examples: int
     adapter: str | None
+    skipped: list[str] = field(default_factory=list)  # data lines left out by skip_bad
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class EvalReport:
             "loss": self.loss,
             "examples": self.examples,
             "adapter": self.adapter,
+            "skipped": self.skipped,
         }
 
 
@@ -71,6 +73,7 @@ def evaluate_bundle(
     split: str = "eval",
     seed: int = 0,
     limit: int | None = None,
+    skip_bad: bool = False,
 ) -> EvalReport:
     """Accuracy and mean loss over ``data``'s ``split`` at the bundle's initial adapter tensors and
     first-phase masks, or at the adapter saved in ``adapter`` (a run directory)."""
@@ -81,7 +84,8 @@ def evaluate_bundle(
         params, masks = _trained_state(bundle, Path(adapter))
         engine.set_parameters(params)
     encoder = bundle.encoder()
-    examples = load_dataset(data, split, seed=seed, limit=limit)
+    skipped: list[str] = []
+    examples = load_dataset(data, split, seed=seed, limit=limit, skip_bad=skip_bad, skipped=skipped)
     b = encoder.batch_size
     correct, losses, weights = 0, [], []
     for start in range(0, len(examples), b):
@@ -98,4 +102,5 @@ def evaluate_bundle(
         float(np.average(losses, weights=weights)),
         len(examples),
         str(adapter) if adapter is not None else None,
+        skipped,
     )

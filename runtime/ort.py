@@ -69,6 +69,10 @@ class OrtEngine:
         self.module.lazy_reset_grad()
         self._steps += 1
 
+    def discard(self) -> None:
+        self.module.lazy_reset_grad()  # ORT accumulates gradients in the checkpoint state
+        self._grads = {}
+
     def parameters(self) -> dict[str, np.ndarray]:
         """Copies of the adapter tensors (ORT owns the buffers; write back with :meth:`set_parameters`)."""
         return {n: np.array(self._checkpoint.parameters[n].data) for n in self.names}

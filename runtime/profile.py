@@ -98,6 +98,37 @@ def _input_bytes(bundle: Bundle) -> int:
     return b * 3 * s * s * 4 + 2 * b * t * 8 + 4 * masks
 
 
+def _what_fits(fixed: float, activations: float, budget: float, batch: int, seq: int) -> tuple[int | None, int | None]:
+    """(largest batch, largest sequence length) that fit ``budget`` when activations grow
+    linearly in both and ``fixed`` does not; None when there are no activations to scale."""
+    per_example = activations / batch if batch else 0
+    per_token = per_example / seq if seq else 0
+    room = max(budget - fixed, 0)  # nothing fits when the fixed part alone exceeds the budget
+    max_batch = int(room // per_example) if per_example else None
+    max_seq = int(room // (per_token * batch)) if per_token else None
+    return max_batch, max_seq
+
+
+def memory_estimate(bundle: Bundle, device: str = "host") -> dict[str, Any] | None:
+    """The planned training memory of a ``pte`` bundle (arena + constants, no run needed) against
+    ``device``'s app budget, with the batch size / sequence length that would fit; None for formats
+    whose memory is not planned ahead (measure those with :func:`profile_bundle`)."""
+    plan = planned_memory(bundle)
+    if plan is None:
+        return None
+    budget = get_device(device).app_budget_bytes
+    planned = plan["train_arena_bytes"] + plan["constant_bytes"]
+    activations = max(plan["train_arena_bytes"] - 8 * sum(t.numel for t in bundle.trainable) - _input_bytes(bundle), 0)
+    batch, seq = bundle.input_spec.batch_size, bundle.input_spec.sequence_length
+    max_batch, max_seq = _what_fits(planned - activations, activations, budget, batch, seq)
+    if max_batch:
+        advice = f"re-export with --batch-size {min(max_batch, batch)} (or a sequence of at most {max_seq} tokens) to fit."
+    else:
+        advice = "even batch 1 does not fit: adapt fewer modules, quantise the backbone (int4), or use a larger device."
+    return {"planned_bytes": planned, "budget_bytes": budget, "fits": planned <= budget, "batch_size": batch,
+            "max_batch_size": max_batch, "max_sequence_length": max_seq, "advice": advice}
+
+
 def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int = 5) -> dict[str, Any]:
     """Everything ``mobile-peft profile`` prints (see the module docstring); sizes in bytes."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -135,13 +166,8 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     batch, text_len = bundle.input_spec.batch_size, bundle.input_spec.spec.max_text_len
     seq = bundle.input_spec.sequence_length
     budget = profile.app_budget_bytes
-    fixed = max(growth - activations, 0)
-    per_example = activations / batch if batch else 0
-    per_token = per_example / seq if seq else 0
-    room = max(budget - fixed, 0)  # nothing fits when the fixed part alone exceeds the budget
-    max_batch = int(room // per_example) if per_example else None
+    max_batch, max_seq = _what_fits(max(growth - activations, 0), activations, budget, batch, seq)
     image_tokens = seq - text_len
-    max_seq = int(room // (per_token * batch)) if per_token else None
     step_s = sorted(measured["step_seconds"][1:] or measured["step_seconds"])
     return {
         "bundle": str(bundle.path),

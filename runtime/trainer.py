@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mobile_peft.core.datasets import load_dataset
-from mobile_peft.core.errors import ConfigError
+from mobile_peft.core.errors import ConfigError, DivergedError
 from mobile_peft.core.schedule import Ranks
 from mobile_peft.core.units import unit_key
 
@@ -55,12 +55,16 @@ class TrainOptions:
     on_device_realloc: bool = False
     realloc_every: int | None = None  # default: a third of the run
     keep_checkpoints: int = 2
+    skip_bad: bool = False  # leave bad data-folder lines out (listed in the report) instead of failing
+    max_bad_steps: int = 5  # steps with a non-finite loss or gradient tolerated (not applied) before stopping
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"steps={self.steps}; expected >= 1.")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every}; expected >= 1.")
+        if self.max_bad_steps < 0:
+            raise ConfigError(f"max_bad_steps={self.max_bad_steps}; expected >= 0.")
 
 
 @dataclass
@@ -73,6 +77,7 @@ class TrainReport:
     seconds: float
     step_seconds: list[float] = field(default_factory=list)
     adapter_dir: Path | None = None
+    skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +86,9 @@ class TrainReport:
             "resumed_from": self.resumed_from,
             "first_loss": self.losses[0] if self.losses else None,
             "final_loss": self.losses[-1] if self.losses else None,
-            "rank_changes": sum(1 for e in self.events if e.get("applied", True)),
+            "rank_changes": sum(1 for e in self.events if e["kind"] in ("phase", "realloc") and e.get("applied", True)),
+            "bad_steps": sum(1 for e in self.events if e["kind"] == "bad_step"),
+            "skipped": self.skipped,
             "seconds": round(self.seconds, 2),
             "mean_step_ms": round(1000 * float(np.mean(self.step_seconds)), 2) if self.step_seconds else None,
             "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
@@ -94,7 +101,9 @@ class _Run:
     def __init__(self, bundle: Bundle, engine: Engine, opts: TrainOptions, run_dir: Path) -> None:
         self.bundle, self.engine, self.opts, self.run_dir = bundle, engine, opts, run_dir
         self.schedule = bundle.schedule
-        examples = load_dataset(opts.data, "train", seed=opts.seed, limit=opts.train_limit)
+        self.skipped: list[str] = []
+        examples = load_dataset(opts.data, "train", seed=opts.seed, limit=opts.train_limit, skip_bad=opts.skip_bad,
+                                skipped=self.skipped)
         self.stream = DataStream(examples, bundle.encoder(), StreamPosition(seed=opts.seed))
         self.step = 0
         self.phase = 0
@@ -112,6 +121,13 @@ class _Run:
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self) -> Path:
         state = self.engine.state()
+        bad = sorted(k for k, v in state.tensors.items() if not np.isfinite(v).all())
+        if bad:  # never replace the last good checkpoint with a broken state
+            last = latest_checkpoint(self.run_dir)
+            raise DivergedError(
+                f"at step {self.step} the trained tensors are not finite ({bad[:3]}); the checkpoint was not written, "
+                f"the last good one is {last}. Lower the learning rate (--lr) and resume or restart."
+            )
         meta = {
             "format": self.bundle.format,
             "optimizer_step": state.optimizer_step,
@@ -187,9 +203,24 @@ class _Run:
     def one_step(self) -> float:
         pixels, ids, labels = self.stream.next_batch()
         loss = self.engine.forward_backward([pixels, ids, labels, *self.masks])
-        if self.realloc is not None:
-            self.realloc.observe(self.engine.gradients(), self.ranks)
-        self.engine.step()
+        grads = self.engine.gradients()
+        broken = [n for n, g in grads.items() if not np.isfinite(g).all()]
+        if not np.isfinite(loss) or broken:
+            # Not applied: the weights stay those of the last good step (and so do checkpoints).
+            self.engine.discard()
+            self._log({"kind": "bad_step", "applied": False, "loss": loss if np.isfinite(loss) else str(loss),
+                       "non_finite_gradients": broken[:5]})
+            bad_steps = sum(1 for e in self.events if e["kind"] == "bad_step")
+            if bad_steps > self.opts.max_bad_steps:
+                raise DivergedError(
+                    f"{bad_steps} training steps had a non-finite loss or gradient (the last at step {self.step + 1}; "
+                    f"--max-bad-steps is {self.opts.max_bad_steps}); none was applied and the last good checkpoint "
+                    f"{latest_checkpoint(self.run_dir)} is intact. Lower the learning rate (--lr) or check the data."
+                )
+        else:
+            if self.realloc is not None:
+                self.realloc.observe(grads, self.ranks)
+            self.engine.step()
         self.step += 1
         self.losses.append(loss)
         return loss
@@ -237,15 +268,7 @@ def train_bundle(
             run.save()
     if run.step and latest_checkpoint(run_dir) is None:
         run.save()
-    adapter_dir = None
-    if bundle.schedule.has_scales:
-        adapter_dir = write_adapter(bundle, run.engine.parameters(), run.masks, run_dir)
-    else:  # the trained tensors stay in the last checkpoint; only the PEFT-format file is missing
-        logger.warning(
-            "%s records no adapter scales (alpha / r_max); the personal adapter was not written. "
-            "Re-export the bundle with a mobile-peft whose manifest has rank_schedule.modules.*.slots.*.scale.",
-            bundle.path,
-        )
+    adapter_dir = write_adapter(bundle, run.engine.parameters(), run.masks, run_dir)
     report = TrainReport(
         run_dir,
         run.step,
@@ -255,6 +278,7 @@ def train_bundle(
         time.perf_counter() - start,
         step_seconds,
         adapter_dir,
+        run.skipped,
     )
     (run_dir / TRAIN_LOG).write_text(
         json.dumps(

@@ -10,6 +10,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from rich.text import Text
+
 from ..core.errors import MobilePeftError
 from . import bench, build, demo, eval, export, finetune, inspect, plan, profile, train
 from ._terminal import native_stderr_filtered
@@ -21,7 +23,8 @@ COMMANDS = (build, finetune, demo, export, inspect, train, eval, profile, plan, 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mobile-peft", description="On-device fine-tuning of mobile vision-language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Log progress from the library (INFO).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log progress from the library (INFO) and show third-party output.")
+    parser.add_argument("--debug", action="store_true", help="Show the Python traceback of any error.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
@@ -47,6 +50,11 @@ def _own_the_terminal(verbose: bool) -> None:
     warnings.filterwarnings("ignore")
 
 
+def _error(message: str) -> None:
+    # Text, not markup: messages quote user input and native log lines, which may hold [brackets].
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     _own_the_terminal(args.verbose)
@@ -55,8 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         with quiet:
             return int(args.run(args) or 0)
     except MobilePeftError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if args.debug:
+            raise
+        _error(str(exc))
         return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; checkpoints written so far are kept (resume with --resume).", highlight=False)
+        return 130
+    except Exception as exc:  # nothing reaches the user as a raw traceback unless asked for
+        if args.debug:
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc}\n(a bug in mobile-peft, or an input it does not check yet: "
+               "run again with --debug for the traceback and report it)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def print_skipped(skipped: Sequence[str], shown: int = 20) -> None:
+    """The data lines ``--skip-bad`` left out, on stderr (stdout stays the report)."""
+    if not skipped:
+        return
+    err_console.print(f"[yellow]skipped {len(skipped)} bad data line(s)[/] (--skip-bad):", highlight=False)
+    for line in skipped[:shown]:
+        err_console.print(f"  {line}", highlight=False, markup=False)
+    if len(skipped) > shown:
+        err_console.print(f"  ... and {len(skipped) - shown} more", highlight=False)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":

@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from ._ui import console, err_console
+from ._ui import console, err_console, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory).",
+        help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory; "
+        "'reliability': fault-injection and fuzz campaigns).",
     )
-    p.add_argument("suite", choices=["ranks", "export"], help="Which benchmark.")
+    p.add_argument("suite", choices=["ranks", "export", "reliability"], help="Which benchmark.")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
     )
@@ -38,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
+    r = p.add_argument_group("reliability campaigns")
+    r.add_argument("--kills", type=int, default=20, help="SIGKILLs per bundle format (fault injection).")
+    r.add_argument("--fuzz-examples", type=int, default=2000, help="Generated inputs per fuzz target.")
     g = p.add_argument_group("export benchmark")
     g.add_argument("--preset", default="smolvlm-256m", help="Model preset (random weights, built once).")
     g.add_argument("--formats", default="pte,onnx,coreml", help="Comma list of bundle formats.")
@@ -61,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.suite == "export":
         return _run_export(args)
+    if args.suite == "reliability":
+        return _run_reliability(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
     if args.tasks:
         config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -114,3 +120,21 @@ def _run_export(args: argparse.Namespace) -> int:
     console.print(md_path.read_text(), markup=False, highlight=False)
     console.print(f"wrote {json_path} and {md_path}")
     return 0 if all(r["exports"] for r in results["rows"]) else 1
+
+
+def _run_reliability(args: argparse.Namespace) -> int:
+    from ..bench.reliability import run_reliability
+
+    kills, examples = (2, 100) if args.smoke else (args.kills, args.fuzz_examples)
+    result = run_reliability(args.out, Path(args.cache), kills=kills, fuzz_examples=examples)
+    rows = [(f"fuzz {name}", f"{r['inputs_tried']:,} inputs, {r['escaped']} escaped, {r['seconds']} s")
+            for name, r in result["fuzz"].items()]
+    for fmt, f in result["faults"].items():
+        rows.append((f"SIGKILL {fmt}", f"{f['kills']} kills survived ({f['kills_in_writes']} inside checkpoint writes), "
+                     f"{f['resumes']} resumes over {f['runs']} runs"))
+        rows.append((f"  {fmt} checkpoints", f"{f['checkpoints_checked']:,} checked, {f['corrupt_checkpoints']} corrupt"))
+        rows.append((f"  {fmt} data lost", f"{f['steps_lost']} steps lost, {f['adapters_differing']} final adapters differing"))
+    console.print(table("reliability campaigns", ["campaign", "result"], rows))
+    console.print(f"wrote {args.out / 'reliability.json'} ({result['seconds']} s)")
+    bad = sum(f["corrupt_checkpoints"] + f["steps_lost"] + f["adapters_differing"] for f in result["faults"].values())
+    return 1 if bad else 0

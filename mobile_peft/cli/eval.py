@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._ui import console, print_json, table
+from ._ui import console, print_json, print_skipped, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "eval"], default="eval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="Evaluate at most this many examples.")
+    p.add_argument("--skip-bad", action="store_true", help="Leave out bad data-folder lines (listed) instead of stopping.")
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     p.set_defaults(run=run)
 
@@ -23,9 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..runtime.evaluate import evaluate_bundle
 
-    report = evaluate_bundle(args.bundle, args.data, args.adapter, args.split, args.seed, args.limit)
+    report = evaluate_bundle(args.bundle, args.data, args.adapter, args.split, args.seed, args.limit, args.skip_bad)
     if args.json:
         print_json(report.as_dict())
     else:
-        console.print(table("on-device eval", ["field", "value"], report.as_dict().items()))
+        rows = [(k, v) for k, v in report.as_dict().items() if k != "skipped"]
+        console.print(table("on-device eval", ["field", "value"], rows))
+        print_skipped(report.skipped)
     return 0

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..core import contract
-from ._ui import StepProgress, console, human_bytes, print_json, table
+from ._ui import StepProgress, console, human_bytes, print_json, print_skipped, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="Fine-tune every weight (baseline; float backbone only).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-limit", type=int, default=None, help="Evaluate on at most this many examples.")
+    p.add_argument("--skip-bad", action="store_true", help="Leave out bad data-folder lines (listed) instead of stopping.")
     p.add_argument("--out", type=Path, default=None, help="Where to write the adapter (or the full model with --full).")
     p.add_argument("--json", action="store_true", help="Print the report as JSON.")
     p.add_argument("--allocator", default=None, help="Rank allocator (uniform, hydra-rank, ard): ranks change during training.")
@@ -61,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from .plots import plot_losses
 
     model, tokenizer = load_model(args.model_dir, quant=args.quant)
-    train_ds, eval_ds = make_datasets(args.data, tokenizer, model.config.input_spec, args.seed, eval_limit=args.eval_limit)
+    skipped: list[str] = []
+    train_ds, eval_ds = make_datasets(args.data, tokenizer, model.config.input_spec, args.seed, eval_limit=args.eval_limit,
+                                      skip_bad=args.skip_bad, skipped=skipped)
     adapter_config = None
     if not args.full:
         targets = _targets(args.targets) or model.config.default_targets
@@ -100,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
         summary.update(allocator=args.allocator, active_params=active_params(model), reallocations=len(schedule.phases) - 1)
     if args.json:
-        print_json(summary)
+        print_json({**summary, "skipped": skipped})
     else:
         rows = [(k, human_bytes(v) if k.endswith("bytes") else v) for k, v in summary.items()]
         console.print(table("fine-tuning report", ["field", "value"], rows))
+        print_skipped(skipped)
     return 0

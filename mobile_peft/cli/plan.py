@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..core import contract
 from ..core.units import module_place
-from ._ui import console, table
+from ._ui import console, print_skipped, table
 
 if TYPE_CHECKING:
     from ..allocators import RankSchedule
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", default=None, help="Regex of module paths to adapt (default: the model's).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, default=None, help="Use at most this many training examples.")
+    p.add_argument("--skip-bad", action="store_true", help="Leave out bad data-folder lines (listed) instead of stopping.")
     p.add_argument("--out", type=Path, default=Path("schedule.json"))
     p.add_argument("--plot", action="store_true", help="Also write a heat-map PNG beside --out.")
     p.set_defaults(run=run)
@@ -87,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     r_max = args.r_max or (4 * args.budget_rank if args.budget_rank else 8)
     apply_adapters(model, make_adapter_config(args.adapter, r_max, None, targets))
     budget = resolve_budget(model, budget_params=args.budget_params, budget_rank=args.budget_rank)
-    train_ds, eval_ds = make_datasets(args.data, tokenizer, model.config.input_spec, args.seed, train_limit=args.train_limit)
+    skipped: list[str] = []
+    train_ds, eval_ds = make_datasets(args.data, tokenizer, model.config.input_spec, args.seed, train_limit=args.train_limit,
+                                      skip_bad=args.skip_bad, skipped=skipped)
     allocator = get_allocator(args.allocator, seed=args.seed) if args.allocator != "uniform" else get_allocator("uniform")
     schedule = allocator.plan(model, train_ds, eval_ds, budget)
     schedule.save(args.out)
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if perf:
         fit = perf["fit"]
         console.print(f"performance model: {fit['probes']} probes, Spearman in-sample {fit['spearman_in_sample']:+.2f}, leave-one-out {fit['spearman_loo']:+.2f}")
+    print_skipped(skipped)
     console.print(f"wrote {args.out}")
     if args.plot:
         console.print(f"wrote {plot_schedule(schedule, args.out.with_suffix('.png'))}")

@@ -195,15 +195,23 @@ def effective_config(
 
 
 def slot_scale(config: Mapping[str, Any], path: str, slot: str, rank: int) -> float:
-    """``alpha / r`` that an ``adapter_config.json`` gives ``path``'s ``slot`` at rank ``rank``."""
-    if config.get("peft_type") == PEFT_TYPES[ADAPTER_LORA]:
-        alpha = resolve_pattern(path, config.get("alpha_pattern") or {}, config.get("lora_alpha", 8))
-    else:
-        value = resolve_pattern(path, config.get("alpha_pattern") or {}, None)
-        alpha = config.get("alpha", 16)
-        if value is not None:
-            alpha = value.get(slot, alpha) if isinstance(value, dict) else value
-    return float(alpha) / rank
+    """``alpha / r`` that an ``adapter_config.json`` gives ``path``'s ``slot`` at rank ``rank``
+    (:class:`ConfigError` when the file's alpha or patterns are unusable: it is untrusted input)."""
+    try:
+        patterns = config.get("alpha_pattern") or {}
+        if config.get("peft_type") == PEFT_TYPES[ADAPTER_LORA]:
+            alpha = resolve_pattern(path, patterns, config.get("lora_alpha", 8))
+        else:
+            value = resolve_pattern(path, patterns, None)
+            alpha = config.get("alpha", 16)
+            if value is not None:
+                alpha = value.get(slot, alpha) if isinstance(value, dict) else value
+        alpha = float(alpha)
+    except (TypeError, ValueError, AttributeError, OverflowError, RecursionError, re.error) as exc:
+        raise ConfigError(f"adapter_config.json gives {path}.{slot} an unusable alpha or alpha_pattern ({exc}).") from None
+    if not (alpha == alpha and 0 < abs(alpha) < float("inf")) or rank <= 0:
+        raise ConfigError(f"adapter_config.json gives {path}.{slot} alpha {alpha!r} at rank {rank}; expected a finite non-zero alpha.")
+    return alpha / rank
 
 
 # -- files -----------------------------------------------------------------------------------------

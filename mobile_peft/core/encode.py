@@ -149,19 +149,21 @@ def _pad(ids: list[int], length: int, value: int) -> np.ndarray:
 
 
 def encode_text(
-    tokenizer: Tokenizer, spec: InputSpec, ids: TokenIds, question: str, answer: str
+    tokenizer: Tokenizer, spec: InputSpec, ids: TokenIds, question: str, answer: str, source: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(input_ids, labels)``, both int64 ``[max_text_len]``, laid out as in the module docstring."""
+    """``(input_ids, labels)``, both int64 ``[max_text_len]``, laid out as in the module docstring.
+    ``source`` (``"file:line"``) is named in the errors."""
+    where = f"{source}: " if source else ""
     prompt = _prompt_ids(tokenizer, spec, question)
     answer_ids = _tokens(tokenizer, answer.lower() if spec.lowercase else answer)
     if not answer_ids:
         raise DataError(
-            f"answer {answer!r} (question {question!r}) encodes to no tokens; give a non-empty answer."
+            f"{where}answer {answer!r} (question {question!r}) encodes to no tokens; give a non-empty answer."
         )
     seq = [ids.bos, *prompt, *answer_ids, ids.eos]
     if len(seq) > spec.max_text_len:
         raise DataError(
-            f"question {question!r} with answer {answer!r} needs {len(seq)} tokens "
+            f"{where}question {question!r} with answer {answer!r} needs {len(seq)} tokens "
             f"(1 <bos> + {len(prompt)} prompt + {len(answer_ids)} answer + 1 <eos>) but "
             f"max_text_len={spec.max_text_len}; shorten the question, answer or prompt_template, or set "
             f"InputSpec(max_text_len={len(seq)}) or larger (a bundle's length is fixed at export)."
@@ -205,14 +207,14 @@ class Encoder:
         self.tokenizer = tokenizer
         self.batch_size = inputs.batch_size
 
-    def text(self, question: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
-        return encode_text(self.tokenizer, self.spec, self.ids, question, answer)
+    def text(self, question: str, answer: str, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+        return encode_text(self.tokenizer, self.spec, self.ids, question, answer, source)
 
     def image(self, image: np.ndarray) -> np.ndarray:
         return encode_image(image, self.spec)
 
     def example(self, example: VQAExample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (self.image(example.image), *self.text(example.question, example.answer))
+        return (self.image(example.image), *self.text(example.question, example.answer, example.source))
 
     def batch(self, examples: Sequence[VQAExample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``pixel_values [B, 3, S, S] f32, input_ids [B, T] i64, labels [B, T] i64``."""

@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DivergedError",
     "MissingExtraError",
     "MobilePeftError",
     "RegistryError",
@@ -31,6 +32,10 @@ class ConfigError(MobilePeftError, ValueError):
 
 class DataError(MobilePeftError, ValueError):
     """A data set (embedded or user folder) is malformed."""
+
+
+class DivergedError(MobilePeftError, FloatingPointError):
+    """Training produced non-finite losses, gradients or weights too often to go on."""
 
 
 class CheckpointError(MobilePeftError, FileNotFoundError):

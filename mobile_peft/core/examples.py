@@ -23,6 +23,7 @@ class VQAExample:
     image: np.ndarray
     question: str
     answer: str
+    source: str = ""  # where it came from ("annotations.jsonl:12"), named in encoding errors
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, np.ndarray):

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+TRAINABLE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -195,19 +196,85 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
 
 
 # -- validation ------------------------------------------------------------------------------------
-def _missing(section: Any, keys: tuple[str, ...], where: str) -> list[str]:
+def _int(lo: int | None = None) -> tuple[Any, str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo)), (
+        "a whole number" + (f" >= {lo}" if lo is not None else ""))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+_STR = (lambda v: isinstance(v, str)), "a string"
+_BOOL = (lambda v: isinstance(v, bool)), "true or false"
+_OBJ = (lambda v: isinstance(v, dict)), "an object"
+_LIST = (lambda v: isinstance(v, list)), "a list"
+_RGB = (lambda v: isinstance(v, list) and len(v) == 3 and all(_finite(x) for x in v)), "3 finite numbers"
+_POSITIVE = (lambda v: _finite(v) and v > 0), "a finite number > 0"
+
+
+def _relative_path(v: Any) -> bool:
+    """A file name inside the bundle: relative, no '..', no backslash."""
+    if not isinstance(v, str) or not v or "\\" in v:
+        return False
+    parts = Path(v).parts
+    return not Path(v).is_absolute() and ".." not in parts
+
+
+_PATH = _relative_path, "a relative path inside the bundle"
+_SHA = (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)), "64 hex digits"
+_SHAPE = (lambda v: isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)), (
+    "a list of sizes")
+_TYPES: dict[str, dict[str, tuple[Any, str]]] = {
+    "": {Key.SCHEMA: _STR, Key.SCHEMA_VERSION: _int(), Key.FORMAT: _STR, Key.SDK_VERSION: _STR, Key.MODEL: _OBJ,
+         Key.INPUT_SPEC: _OBJ, Key.METHODS: _OBJ, Key.TRAINABLE: _LIST, Key.RANK_SCHEDULE: _OBJ,
+         Key.PERFORMANCE_MODEL: ((lambda v: v is None or isinstance(v, dict)), "an object or null"),
+         Key.OPTIMIZER: _OBJ, Key.BACKBONE: _OBJ, Key.FILES: _LIST},
+    Key.MODEL: {contract.ModelKey.NAME: _STR, contract.ModelKey.QUANT: _STR, contract.ModelKey.PARAMETERS: _int(0),
+                contract.ModelKey.NUM_IMAGE_TOKENS: _int(0), contract.ModelKey.VOCAB_SIZE: _int(1)},
+    Key.INPUT_SPEC: {
+        contract.InputSpecKey.IMAGE_SIZE: _int(1), contract.InputSpecKey.IMAGE_MEAN: _RGB,
+        contract.InputSpecKey.IMAGE_STD: ((lambda v: _RGB[0](v) and all(x > 0 for x in v)), "3 positive numbers"),
+        contract.InputSpecKey.PROMPT_TEMPLATE: ((lambda v: isinstance(v, str) and "{question}" in v), "a string with {question}"),
+        contract.InputSpecKey.MAX_TEXT_LEN: _int(3), contract.InputSpecKey.LOWERCASE: _BOOL,
+        contract.InputSpecKey.SEQUENCE_LENGTH: _int(1), contract.InputSpecKey.BATCH_SIZE: _int(1),
+        contract.InputSpecKey.TOKEN_IDS: _OBJ, contract.InputSpecKey.TOKENIZER_FILE: _PATH,
+        contract.InputSpecKey.PAD_TOKEN: _STR, contract.InputSpecKey.BOS_TOKEN: _STR, contract.InputSpecKey.EOS_TOKEN: _STR,
+    },
+    f"{Key.INPUT_SPEC}.{contract.InputSpecKey.TOKEN_IDS}": {k: _int(0) for k in contract.TOKEN_ID_KEYS} | {
+        contract.TokenIdKey.IGNORE_INDEX: _int()},
+    Key.OPTIMIZER: {contract.OptimizerKey.NAME: _STR, contract.OptimizerKey.LR: _POSITIVE},
+    Key.BACKBONE: {contract.BackboneKey.QUANT: _STR, contract.BackboneKey.BYTES_BY_DTYPE: _OBJ,
+                   contract.BackboneKey.TOTAL_BYTES: _int(0)},
+    Key.TRAINABLE: {k: _STR for k in contract.TRAINABLE_KEYS} | {TrainableKey.SHAPE: _SHAPE},
+    Key.FILES: {contract.FileKey.PATH: _PATH, contract.FileKey.SHA256: _SHA, contract.FileKey.SIZE: _int(0)},
+    Key.METHODS: {k: _PATH for k in (MethodKey.PROGRAM, MethodKey.TRAINABLE_DATA, MethodKey.TRAINING_MODEL,
+                                     MethodKey.EVAL_MODEL, MethodKey.OPTIMIZER_MODEL, MethodKey.CHECKPOINT)}
+    | {MethodKey.TRAIN: _OBJ, MethodKey.EVAL: _OBJ, MethodKey.TRAIN_INPUTS: _LIST, MethodKey.OUTPUTS: _LIST,
+       MethodKey.BACKBONE: _OBJ, MethodKey.HEAD: _OBJ},
+    "pte_method": {MethodKey.METHOD: _STR, MethodKey.INPUTS: _LIST, MethodKey.OUTPUTS: _LIST,
+                   MethodKey.GRADIENTS_INDEX_METHOD: _STR, MethodKey.PARAMETERS_INDEX_METHOD: _STR, MethodKey.FQN_METHOD: _STR},
+}
+
+
+def _missing(section: Any, keys: tuple[str, ...], where: str, types: str | None = None) -> list[str]:
+    """Missing keys of ``section`` and values of the wrong type (``_TYPES[types]``, default ``where``)."""
     if not isinstance(section, dict):
         return [f"{where} is a {type(section).__name__}, expected an object"]
-    return [f"missing key {where}.{k}" for k in keys if k not in section]
+    problems = [f"missing key {where}.{k}" for k in keys if k not in section]
+    for key, (ok, expected) in _TYPES.get(where if types is None else types, {}).items():
+        if key in section and not ok(section[key]):
+            problems.append(f"{where}.{key} is {str(section[key])[:60]!r}; expected {expected}")
+    return problems
 
 
 def _list_of_objects(manifest: dict[str, Any], key: str, keys: tuple[str, ...]) -> list[str]:
     entries = manifest.get(key, [])
     if not isinstance(entries, list):
-        return [f"{key} is a {type(entries).__name__}, expected a list"]
+        return []  # reported with the top-level types
     problems = []
     for i, entry in enumerate(entries):
-        problems += _missing(entry, keys, f"{key}[{i}]")
+        problems += _missing(entry, keys, f"{key}[{i}]", types=key)
     return problems
 
 
@@ -231,6 +298,21 @@ def _trainable_problems(manifest: dict[str, Any]) -> list[str]:
             pairs.setdefault((entry.get(TrainableKey.MODULE), entry.get(TrainableKey.SLOT)), []).append(
                 entry.get(TrainableKey.ROLE)
             )
+    modules = manifest.get(Key.RANK_SCHEDULE, {}).get(contract.ScheduleKey.MODULES) if isinstance(manifest.get(Key.RANK_SCHEDULE), dict) else None
+    for i, entry in enumerate(entries):  # shapes against the schedule: down [r_max, fan_in], up [out, r_max]
+        if not isinstance(entry, dict) or not isinstance(modules, dict):
+            continue
+        info = (modules.get(entry.get(TrainableKey.MODULE)) or {}).get(contract.ScheduleKey.SLOTS, {}).get(entry.get(TrainableKey.SLOT))
+        shape, role = entry.get(TrainableKey.SHAPE), entry.get(TrainableKey.ROLE)
+        if info is None:
+            problems.append(f"{Key.TRAINABLE}[{i}] ({entry.get(TrainableKey.NAME)}) belongs to no slot of the rank schedule")
+        elif not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and d >= 0 for d in shape)):
+            problems.append(f"{Key.TRAINABLE}[{i}].{TrainableKey.SHAPE} is {shape!r}; expected two sizes")
+        elif role in contract.ROLES and shape[0 if role == contract.ROLE_DOWN else 1] != info.get(contract.SlotKey.R_MAX):
+            problems.append(f"{Key.TRAINABLE}[{i}] ({entry.get(TrainableKey.NAME)}, {role}) has shape {shape}; "
+                            f"its rank dimension must be the slot's r_max {info.get(contract.SlotKey.R_MAX)}")
+        if entry.get(TrainableKey.DTYPE) not in TRAINABLE_DTYPES:
+            problems.append(f"{Key.TRAINABLE}[{i}].{TrainableKey.DTYPE} is {entry.get(TrainableKey.DTYPE)!r}; expected one of {list(TRAINABLE_DTYPES)}")
     for (module, slot), roles in pairs.items():
         if None not in roles and sorted(map(str, roles)) != sorted(contract.ROLES):
             problems.append(
@@ -239,9 +321,19 @@ def _trainable_problems(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _reference_problems(manifest: dict[str, Any]) -> list[str]:
+    """Every file the manifest names must be one it checksums (so nothing unverified is opened)."""
+    listed = {f[contract.FileKey.PATH] for f in manifest[Key.FILES]}
+    named = [manifest[Key.INPUT_SPEC][contract.InputSpecKey.TOKENIZER_FILE]]
+    methods = manifest[Key.METHODS]
+    named += [methods[k] for k in (MethodKey.PROGRAM, MethodKey.TRAINABLE_DATA, MethodKey.TRAINING_MODEL,
+                                   MethodKey.EVAL_MODEL, MethodKey.OPTIMIZER_MODEL, MethodKey.CHECKPOINT) if k in methods]
+    return [f"{name!r} is used by the manifest but not listed (with its sha256) in files" for name in named if name not in listed]
+
+
 def _methods_problems(manifest: dict[str, Any]) -> list[str]:
     fmt, methods = manifest.get(Key.FORMAT), manifest.get(Key.METHODS)
-    if fmt not in contract.METHOD_KEYS or Key.METHODS not in manifest:
+    if not isinstance(fmt, str) or fmt not in contract.METHOD_KEYS or not isinstance(methods, dict):
         return []
     problems = _missing(methods, contract.METHOD_KEYS[fmt], Key.METHODS)
     if fmt == contract.FORMAT_PTE and isinstance(methods, dict):
@@ -249,8 +341,8 @@ def _methods_problems(manifest: dict[str, Any]) -> list[str]:
             (MethodKey.TRAIN, contract.PTE_TRAIN_METHOD_KEYS),
             (MethodKey.EVAL, contract.PTE_EVAL_METHOD_KEYS),
         ):
-            if key in methods:
-                problems += _missing(methods[key], keys, f"{Key.METHODS}.{key}")
+            if isinstance(methods.get(key), dict):
+                problems += _missing(methods[key], keys, f"{Key.METHODS}.{key}", types="pte_method")
     return problems
 
 
@@ -263,6 +355,14 @@ def _schedule_problems(manifest: dict[str, Any]) -> list[str]:
             else [f"{Key.RANK_SCHEDULE} is a {type(section).__name__}, expected an object"]
         )
     problems = _missing(section, contract.BUNDLE_RANK_SCHEDULE_KEYS, Key.RANK_SCHEDULE)
+    modules = section.get(contract.ScheduleKey.MODULES)
+    for module, entry in modules.items() if isinstance(modules, dict) else []:
+        slots = entry.get(contract.ScheduleKey.SLOTS) if isinstance(entry, dict) else None
+        if not isinstance(slots, dict):
+            problems.append(f"{Key.RANK_SCHEDULE}.modules[{module!r}] has no slots object")
+            continue
+        for slot, info in slots.items():  # a bundle's slots carry their scale (the personal adapter needs it)
+            problems += _missing(info, contract.SLOT_KEYS, f"{Key.RANK_SCHEDULE}.modules[{module!r}].slots[{slot!r}]")
     if problems:
         return problems
     try:
@@ -289,6 +389,7 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
         problems.append(
             f"format {manifest[Key.FORMAT]!r} is unknown; expected one of {list(contract.FORMATS)}"
         )
+    problems += _missing(manifest, (), "", types="")
     sections = (
         (Key.MODEL, contract.MODEL_KEYS),
         (Key.INPUT_SPEC, contract.INPUT_SPEC_KEYS),
@@ -296,20 +397,20 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
         (Key.BACKBONE, contract.BACKBONE_KEYS),
     )
     for key, keys in sections:
-        if key in manifest:
+        if isinstance(manifest.get(key), dict):
             problems += _missing(manifest[key], keys, key)
     spec = manifest.get(Key.INPUT_SPEC)
-    if isinstance(spec, dict) and contract.InputSpecKey.TOKEN_IDS in spec:
-        problems += _missing(
-            spec[contract.InputSpecKey.TOKEN_IDS],
-            contract.TOKEN_ID_KEYS,
-            f"{Key.INPUT_SPEC}.{contract.InputSpecKey.TOKEN_IDS}",
-        )
+    if isinstance(spec, dict) and isinstance(spec.get(contract.InputSpecKey.TOKEN_IDS), dict):
+        problems += _missing(spec[contract.InputSpecKey.TOKEN_IDS], contract.TOKEN_ID_KEYS,
+                             f"{Key.INPUT_SPEC}.{contract.InputSpecKey.TOKEN_IDS}")
     problems += _list_of_objects(manifest, Key.TRAINABLE, contract.TRAINABLE_KEYS)
     problems += _list_of_objects(manifest, Key.FILES, contract.FILE_KEYS)
-    problems += _trainable_problems(manifest)
     problems += _methods_problems(manifest)
+    if problems:  # the semantic checks below read these sections as typed
+        return problems
+    problems += _trainable_problems(manifest)
     problems += _schedule_problems(manifest)
+    problems += _reference_problems(manifest)
     return problems
 
 

@@ -231,11 +231,6 @@ class RankSchedule:
             if int(i["r_max"]) > 0
         }
 
-    @property
-    def has_scales(self) -> bool:
-        """Whether every slot records its branch scale (needed to write the personal adapter)."""
-        return all("scale" in i for slots in self.modules.values() for i in slots.values())
-
     def scale(self, module: str, slot: str) -> float:
         """The branch's constant factor ``alpha / r_max``."""
         info = self.modules[module][slot]
@@ -279,38 +274,25 @@ class RankSchedule:
         problems += [f"missing key {k!r}" for k in contract.RANK_SCHEDULE_KEYS if k not in d]
         if problems:
             raise ConfigError(f"invalid {where}:\n  - " + "\n  - ".join(problems))
-        try:
-            modules = {
-                m: {
-                    s: {
-                        k: (float(v) if k == "scale" else int(v))
-                        for k, v in info.items()
-                        if k in contract.SLOT_KEYS
-                    }
-                    for s, info in v[K.SLOTS].items()
-                }
-                for m, v in d[K.MODULES].items()
-            }
-            phases = [
-                Phase(
-                    int(p[contract.PhaseKey.START_STEP]),
-                    {m: dict(s) for m, s in p[contract.PhaseKey.RANKS].items()},
-                    p.get(contract.PhaseKey.MASKS) or {},
-                )
-                for p in d[K.PHASES]
-            ]
-            mask_inputs = [
-                MaskInput(
-                    e[contract.MaskInputKey.MODULE],
-                    e[contract.MaskInputKey.SLOT],
-                    int(e[contract.MaskInputKey.R_MAX]),
-                )
-                for e in d.get(K.MASK_INPUTS) or []
-            ]
-            budget = int(d[K.BUDGET_PARAMS])
-            dropout = float(d.get(K.DROPOUT) or 0.0)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"invalid {where}: malformed modules/phases/mask_inputs ({exc!r}).") from None
+        structure = _structure_problems(d)
+        if structure:
+            raise ConfigError(f"invalid {where}:\n  - " + "\n  - ".join(structure[:20]))
+        modules = {
+            m: {s: {k: (float(v) if k == contract.SlotKey.SCALE else int(v)) for k, v in info.items() if k in contract.SLOT_KEYS}
+                for s, info in v[K.SLOTS].items()}
+            for m, v in d[K.MODULES].items()
+        }
+        phases = [
+            Phase(int(p[contract.PhaseKey.START_STEP]), {m: dict(r) for m, r in p[contract.PhaseKey.RANKS].items()},
+                  {m: {s: [float(x) for x in v] for s, v in slots.items()} for m, slots in (p.get(contract.PhaseKey.MASKS) or {}).items()})
+            for p in d[K.PHASES]
+        ]
+        mask_inputs = [
+            MaskInput(e[contract.MaskInputKey.MODULE], e[contract.MaskInputKey.SLOT], int(e[contract.MaskInputKey.R_MAX]))
+            for e in d.get(K.MASK_INPUTS) or []
+        ]
+        budget = int(d[K.BUDGET_PARAMS])
+        dropout = float(d.get(K.DROPOUT) or 0.0)
         schedule = cls(
             d[K.ALLOCATOR],
             d[K.ADAPTER],
@@ -345,6 +327,64 @@ class RankSchedule:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"rank schedule {path} is not valid JSON ({exc}).") from None
         return cls.from_dict(data, where=f"rank schedule {path}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _structure_problems(d: dict[str, Any]) -> list[str]:
+    """Types of every field a schedule is built from (the data is untrusted: a bundle's manifest)."""
+    K, S, P, M = contract.ScheduleKey, contract.SlotKey, contract.PhaseKey, contract.MaskInputKey
+    out = []
+    if not isinstance(d[K.ALLOCATOR], str) or not isinstance(d[K.ADAPTER], str):
+        out.append("allocator and adapter must be strings")
+    if not _is_int(d[K.BUDGET_PARAMS]) or d[K.BUDGET_PARAMS] < 0:
+        out.append(f"budget_params is {d[K.BUDGET_PARAMS]!r}; expected a whole number >= 0")
+    if K.DROPOUT in d and not (_is_number(d[K.DROPOUT]) and 0 <= d[K.DROPOUT] < 1):
+        out.append(f"dropout is {d[K.DROPOUT]!r}; expected a probability in [0, 1)")
+    modules = d[K.MODULES]
+    if not isinstance(modules, dict):
+        return [*out, f"modules is a {type(modules).__name__}, expected an object"]
+    for m, v in modules.items():
+        slots = v.get(K.SLOTS) if isinstance(v, dict) else None
+        if not isinstance(slots, dict):
+            out.append(f"modules[{m!r}] has no slots object")
+            continue
+        for slot, info in slots.items():
+            if not isinstance(info, dict) or not all(k in info for k in (S.R_MAX, S.PARAMS_PER_RANK)):
+                out.append(f"modules[{m!r}].slots[{slot!r}] needs r_max and params_per_rank")
+            elif not (_is_int(info[S.R_MAX]) and info[S.R_MAX] >= 0 and _is_int(info[S.PARAMS_PER_RANK]) and info[S.PARAMS_PER_RANK] >= 0):
+                out.append(f"modules[{m!r}].slots[{slot!r}] r_max/params_per_rank must be whole numbers >= 0")
+            elif S.SCALE in info and not _is_number(info[S.SCALE]):
+                out.append(f"modules[{m!r}].slots[{slot!r}].scale is {info[S.SCALE]!r}; expected a finite number")
+    phases = d[K.PHASES]
+    if not isinstance(phases, list):
+        return [*out, f"phases is a {type(phases).__name__}, expected a list"]
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict) or not _is_int(phase.get(P.START_STEP)) or not isinstance(phase.get(P.RANKS), dict):
+            out.append(f"phases[{i}] needs a whole-number start_step and a ranks object")
+            continue
+        for m, ranks in phase[P.RANKS].items():
+            if not isinstance(ranks, dict) or not all(isinstance(s, str) and _is_int(r) for s, r in ranks.items()):
+                out.append(f"phases[{i}].ranks[{m!r}] must map slot names to whole numbers")
+        masks = phase.get(P.MASKS) or {}
+        if not isinstance(masks, dict) or not all(
+            isinstance(slots, dict) and all(isinstance(v, list) and all(_is_number(x) for x in v) for v in slots.values())
+            for slots in masks.values()
+        ):
+            out.append(f"phases[{i}].masks must map module -> slot -> a list of finite numbers")
+    entries = d.get(K.MASK_INPUTS) or []
+    if not isinstance(entries, list):
+        return [*out, f"mask_inputs is a {type(entries).__name__}, expected a list"]
+    for j, e in enumerate(entries):
+        if not (isinstance(e, dict) and isinstance(e.get(M.MODULE), str) and isinstance(e.get(M.SLOT), str) and _is_int(e.get(M.R_MAX))):
+            out.append(f"mask_inputs[{j}] needs module, slot (strings) and r_max (a whole number)")
+    return out
 
 
 def units_to_ranks(ranks: dict[str, int]) -> Ranks:

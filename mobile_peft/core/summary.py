@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from . import contract
+from .archive import extract_bundle_zip
 from .errors import BundleError
 from .manifest import Manifest, validate_bundle
 
@@ -60,11 +60,8 @@ def summarize_bundle(path: str | Path) -> dict[str, Any]:
     describe it. Raises :class:`~.errors.BundleError` naming every problem."""
     path = Path(path)
     if path.is_file() and zipfile.is_zipfile(path):
-        with tempfile.TemporaryDirectory() as tmp:
-            with zipfile.ZipFile(path) as archive:
-                archive.extractall(tmp)
-            summary = _summary(path, validate_bundle(tmp))
-        return summary
+        with extract_bundle_zip(path) as tmp:  # traversal, links, duplicates and bombs refused first
+            return _summary(path, validate_bundle(tmp))
     if not path.exists():
         raise BundleError(path, ["does not exist"])
     return _summary(path, validate_bundle(path))

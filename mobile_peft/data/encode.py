@@ -29,9 +29,9 @@ def encode_image(image: np.ndarray, spec: InputSpec) -> torch.Tensor:
     return torch.from_numpy(_core.encode_image(image, spec))
 
 
-def encode_text(tokenizer: Tokenizer, spec: InputSpec, question: str, answer: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, labels), both int64 [max_text_len]."""
-    ids, labels = _core.encode_text(tokenizer, spec, _core.special_token_ids(tokenizer, spec), question, answer)
+def encode_text(tokenizer: Tokenizer, spec: InputSpec, question: str, answer: str, source: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, labels), both int64 [max_text_len]; ``source`` ("file:line") is named in errors."""
+    ids, labels = _core.encode_text(tokenizer, spec, _core.special_token_ids(tokenizer, spec), question, answer, source)
     return torch.from_numpy(ids), torch.from_numpy(labels)
 
 

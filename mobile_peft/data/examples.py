@@ -43,7 +43,7 @@ class VQADataset(Dataset):
         self.examples = list(examples)
         self.spec = spec
         self.cache_images = cache_images
-        self._text = [encode_text(tokenizer, spec, ex.question, ex.answer) for ex in self.examples]
+        self._text = [encode_text(tokenizer, spec, ex.question, ex.answer, ex.source) for ex in self.examples]
         self._pixels: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:

@@ -26,9 +26,15 @@ def make_adapter_config(method: str, rank: int, alpha: float | None, targets: st
     return config_class.uniform(rank, float(2 * rank if alpha is None else alpha), targets, exclude)
 
 
-def make_datasets(data: str, tokenizer: Any, spec: Any, seed: int = 0, train_limit: int | None = None, eval_limit: int | None = None) -> tuple[VQADataset, VQADataset]:
-    train_ds = VQADataset(load_dataset(data, "train", seed=seed, limit=train_limit), tokenizer, spec)
-    eval_ds = VQADataset(load_dataset(data, "eval", seed=seed, limit=eval_limit), tokenizer, spec)
+def make_datasets(data: str, tokenizer: Any, spec: Any, seed: int = 0, train_limit: int | None = None, eval_limit: int | None = None,
+                  skip_bad: bool = False, skipped: list[str] | None = None) -> tuple[VQADataset, VQADataset]:
+    """Train and eval datasets of ``data``; with ``skip_bad``, a folder's bad lines are left out and
+    listed once each in ``skipped``."""
+    found: list[str] = []
+    train_ds = VQADataset(load_dataset(data, "train", seed=seed, limit=train_limit, skip_bad=skip_bad, skipped=found), tokenizer, spec)
+    eval_ds = VQADataset(load_dataset(data, "eval", seed=seed, limit=eval_limit, skip_bad=skip_bad), tokenizer, spec)
+    if skipped is not None:
+        skipped.extend(found)
     return train_ds, eval_ds
 
 

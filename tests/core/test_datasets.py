@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -96,15 +97,15 @@ def test_all_bad_lines_in_one_error(tmp_path):
         (5, "'question' must be a string, got int"),
         (6, "'answer' is empty"),
         (7, "image file 'missing.png' not found"),
-        (8, "cannot read image"),
+        (8, "is not an image file PIL can read"),
     ]:
-        assert f"line {number}: {what}" in message
+        assert re.search(rf"line {number}: [^\n]*{re.escape(what)}", message), (number, what)
     assert "Fix these lines" in message and '"question"' in message
 
 
 def test_empty_annotations(tmp_path):
     _write_lines(tmp_path / "empty", ["", "   "])
-    with pytest.raises(DataError, match="has no examples"):
+    with pytest.raises(DataError, match="has no usable examples"):
         load_folder(tmp_path / "empty")
 
 
@@ -148,3 +149,69 @@ def test_load_dataset_errors_list_the_options(spec):
 def test_load_dataset_bad_split():
     with pytest.raises(DataError, match="'train' or 'eval'"):
         load_dataset("digits", "all")
+
+
+def _untrusted_folder(tmp_path):
+    folder = tmp_path / "untrusted"
+    _write_png(folder / "images" / "ok.png", np.zeros((4, 4, 3), np.uint8))
+    data = (folder / "images" / "ok.png").read_bytes()
+    _write_png(folder / "images" / "noise.png", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    noise = (folder / "images" / "noise.png").read_bytes()
+    (folder / "images" / "truncated.png").write_bytes(noise[: len(noise) * 2 // 3])  # header intact, pixels cut
+    Image.new("1", (8000, 8000)).save(folder / "images" / "bomb.png")  # 64 M pixels in a few KB
+    (tmp_path / "secret.png").write_bytes(data)
+    (folder / "images" / "link.png").symlink_to(tmp_path / "secret.png")
+    lines = [
+        {"image": "ok.png", "question": "fine ?", "answer": "yes"},  # 1
+        {"image": "../../etc/passwd", "question": "q", "answer": "a"},  # 2
+        {"image": "/etc/passwd", "question": "q", "answer": "a"},  # 3
+        {"image": "link.png", "question": "q", "answer": "a"},  # 4
+        {"image": "truncated.png", "question": "q", "answer": "a"},  # 5
+        {"image": "bomb.png", "question": "q", "answer": "a"},  # 6
+        {"image": "ok.png", "question": "q" * 1001, "answer": "a"},  # 7
+    ]
+    _write_lines(folder, lines)
+    with (folder / "annotations.jsonl").open("ab") as f:
+        f.write(b'{"image": "ok.png", "question": "caf\xe9", "answer": "a"}\n')  # 8: Latin-1, not UTF-8
+    return folder
+
+
+def test_untrusted_lines_are_refused_with_file_and_line(tmp_path):
+    folder = _untrusted_folder(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_folder(folder)
+    message = str(info.value)
+    assert "7 problem(s)" in message
+    for number, what in [
+        (2, "leaves the data folder"),
+        (3, "leaves the data folder"),
+        (4, "outside the data folder"),
+        (5, "cannot decode image"),
+        (6, "8000x8000 pixels, over the limit"),
+        (7, "1,001 characters, over the limit of 1,000"),
+        (8, "not UTF-8"),
+    ]:
+        assert re.search(rf"line {number}: [^\n]*{re.escape(what)}", message), (number, what)
+
+
+def test_skip_bad_leaves_bad_lines_out_and_lists_them(tmp_path):
+    folder = _untrusted_folder(tmp_path)
+    skipped: list[str] = []
+    examples = load_folder(folder, skip_bad=True, skipped=skipped)
+    assert [e.question for e in examples] == ["fine ?"]
+    assert examples[0].source.endswith("annotations.jsonl:1")
+    assert len(skipped) == 7 and all(":" in s and "annotations.jsonl" in s for s in skipped)
+    _write_lines(tmp_path / "all_bad", [{"image": "none.png", "question": "q", "answer": "a"}])
+    with pytest.raises(DataError, match="no usable examples"):
+        load_folder(tmp_path / "all_bad", skip_bad=True)
+
+
+def test_a_too_long_line_names_its_file_and_line(tmp_path, tiny_tokenizer):
+    from mobile_peft.core.spec import InputSpec
+    from mobile_peft.data import VQADataset
+
+    folder = tmp_path / "long"
+    _write_png(folder / "images" / "ok.png", np.zeros((4, 4, 3), np.uint8))
+    _write_lines(folder, [{"image": "ok.png", "question": " ".join(["what digit is shown ?"] * 8), "answer": "one"}])
+    with pytest.raises(DataError, match=r"annotations\.jsonl:1: question .* needs \d+ tokens"):
+        VQADataset(load_folder(folder), tiny_tokenizer, InputSpec(image_size=8))

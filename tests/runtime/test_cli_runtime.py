@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mobile_peft.cli import main
 
 
@@ -35,10 +37,13 @@ def test_runtime_demo_returns_training_and_profile_tables(pte_bundle, tmp_path):
     assert row["device"] == "galaxy-a14" and row["fits"] and row["peak_growth_bytes"] > 0
 
 
-def test_a_bundle_without_adapter_scales_still_trains_and_evaluates_from_the_checkpoint(pte_bundle, tmp_path):
+def test_a_bundle_without_adapter_scales_is_refused_naming_the_key(pte_bundle, tmp_path):
+    """Schema 2 bundles record every slot's scale (the personal adapter needs it): a manifest
+    without it is refused before anything is loaded, naming each place."""
     import shutil
 
-    from mobile_peft.runtime import evaluate_bundle, train_bundle
+    from mobile_peft.core.errors import BundleError
+    from mobile_peft.runtime import train_bundle
     from mobile_peft.runtime.trainer import TrainOptions
 
     bundle = shutil.copytree(pte_bundle, tmp_path / "bundle")
@@ -47,6 +52,7 @@ def test_a_bundle_without_adapter_scales_still_trains_and_evaluates_from_the_che
         for slot in info["slots"].values():
             slot.pop("scale", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    report = train_bundle(bundle, tmp_path / "run", TrainOptions(steps=4, data="digits:parity", checkpoint_every=2))
-    assert report.adapter_dir is None and not (tmp_path / "run" / "adapter_config.json").exists()
-    assert evaluate_bundle(bundle, "digits:parity", adapter=tmp_path / "run", limit=4).examples == 4
+    with pytest.raises(BundleError) as info:
+        train_bundle(bundle, tmp_path / "run", TrainOptions(steps=4, data="digits:parity", checkpoint_every=2))
+    assert len(info.value.problems) == len(manifest["rank_schedule"]["modules"])
+    assert all(p.startswith("missing key rank_schedule.modules[") and p.endswith(".scale") for p in info.value.problems)

@@ -9,8 +9,11 @@ from mobile_peft.runtime.data import DataStream, StreamPosition
 class _FakeEncoder:
     batch_size = 3
 
-    def example(self, e):
-        return e.image, np.zeros(2, np.int64), np.zeros(2, np.int64)
+    def text(self, question, answer, source=""):
+        return np.zeros(2, np.int64), np.zeros(2, np.int64)
+
+    def image(self, image):
+        return image
 
 
 def test_stream_resumes_exactly_across_epochs():
