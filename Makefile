@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+KOTLIN_STAMP := $(VENV)/.kotlin-installed
 
 .PHONY: install demo test test-slow lint bench reliability clean
 
@@ -20,7 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/mobile-peft demo --out demo_out
 
-test: $(STAMP)
+# The Android app's pure-Kotlin core compiles and runs its JUnit tests on the JVM (no Gradle or
+# Android SDK here): the Kotlin compiler comes from PyPI, JUnit 4 from Debian.
+$(KOTLIN_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet "kotlin-jupyter-kernel==0.19.0.944"
+	test -f /usr/share/java/junit4.jar || (apt-get update -qq && apt-get install -y -qq junit4 >/dev/null)
+	touch $(KOTLIN_STAMP)
+
+test: $(STAMP) $(KOTLIN_STAMP)
+	bash android_demo/core/run_tests.sh
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

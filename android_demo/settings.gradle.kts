@@ -15,4 +15,4 @@ dependencyResolutionManagement {
 }
 
 rootProject.name = "mobile-peft-demo"
-include(":app")
+include(":app", ":core")

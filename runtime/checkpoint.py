@@ -11,7 +11,9 @@ Layout under ``RUN_DIR/checkpoints/``::
 Atomicity: every file is written into the temporary directory and fsync'ed, the directory is
 fsync'ed, then renamed to ``ckpt-<step>`` (``rename`` is atomic on POSIX) and the parent fsync'ed.
 A SIGKILL before the rename leaves only a ``.tmp-`` directory, after it a complete checkpoint:
-there is never a half-written ``ckpt-``. The newest ``keep`` checkpoints are kept.
+there is never a half-written ``ckpt-``. The newest ``keep`` checkpoints are kept; older ones are
+renamed to ``.tmp-`` before they are deleted, so there is never a half-deleted ``ckpt-`` either
+(the fault-injection campaign found one before this rule).
 """
 
 from __future__ import annotations
@@ -88,16 +90,24 @@ def _write(root: Path, tmp: Path, step: int, tensors: dict[str, np.ndarray], met
     _fsync_path(tmp)
     final = root / f"{_PREFIX}{step:08d}"
     if final.exists():  # the same step saved again (a resumed run re-reaching it): set the old one aside first
-        aside = root / f"{_TMP}replaced-{step:08d}-{os.getpid()}"
-        os.rename(final, aside)
+        aside = _set_aside(root, final)
         os.rename(tmp, final)
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.rename(tmp, final)
     _fsync_path(root)
     for old in sorted(root.glob(_PREFIX + "*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(_set_aside(root, old), ignore_errors=True)
     return final
+
+
+def _set_aside(root: Path, checkpoint: Path) -> Path:
+    """Rename a checkpoint out of the ``ckpt-`` namespace before deleting it: a kill during the
+    deletion then leaves a ``.tmp-`` directory (removed on the next save), never a half-deleted
+    ``ckpt-``."""
+    aside = root / f"{_TMP}discard-{checkpoint.name}-{os.getpid()}"
+    os.rename(checkpoint, aside)
+    return aside
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from mobile_peft.core import contract
 from mobile_peft.core.contract import MethodKey
-from mobile_peft.core.errors import ConfigError, MissingExtraError
+from mobile_peft.core.errors import BundleError, ConfigError, MissingExtraError
 
 from .bundle import Bundle
 from .optim import Optimizer, make_optimizer
@@ -73,6 +73,20 @@ class Engine(Protocol):
     def restore(self, directory: Path, tensors: dict[str, np.ndarray], optimizer_step: int) -> None: ...
 
 
+def check_tensors(bundle: Bundle, tensors: dict[str, np.ndarray]) -> None:
+    """The runtime's trainable tensors are the manifest's: same names, shapes and dtypes (so a
+    bundle whose artifacts disagree with its manifest fails before training, not mid-run)."""
+    expected = {t.name: t for t in bundle.trainable}
+    problems = [f"the artifact has no trainable tensor {n!r}" for n in sorted(set(expected) - set(tensors))]
+    problems += [f"the artifact trains {n!r}, which the manifest does not list" for n in sorted(set(tensors) - set(expected))]
+    for name in sorted(set(expected) & set(tensors)):
+        t, got = expected[name], tensors[name]
+        if tuple(got.shape) != t.shape or got.dtype.name != t.dtype:
+            problems.append(f"{name}: the artifact has {tuple(got.shape)} {got.dtype.name}, the manifest {t.shape} {t.dtype}")
+    if problems:
+        raise BundleError(bundle.path, problems[:20])
+
+
 def trained_parameters(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The trainable tensors of a checkpoint's tensors."""
     return {k.removeprefix(PARAM_PREFIX): v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
@@ -88,6 +102,7 @@ class PteEngine:
         except ImportError:
             raise MissingExtraError("executorch", "executorch", "Training a .pte bundle") from None
         self._torch = torch
+        self._bundle = bundle
         self.optimizer = optimizer
         methods = bundle.methods
         train = methods[MethodKey.TRAIN]
@@ -120,6 +135,7 @@ class PteEngine:
         if self._params is None:
             # The runtime hands out its weight buffers only as outputs of a first run.
             self._params = {n: out[self._param_start + i].numpy() for i, n in enumerate(self._fqns)}
+            check_tensors(self._bundle, self._params)
             if self._pending is not None:
                 self.set_parameters(self._pending)
                 self._pending = None

@@ -19,7 +19,7 @@ from mobile_peft.core.contract import MethodKey, OptimizerKey
 from mobile_peft.core.errors import MissingExtraError
 
 from .bundle import Bundle
-from .engine import PARAM_PREFIX, EngineState
+from .engine import PARAM_PREFIX, EngineState, check_tensors
 
 __all__ = ["ORT_STATE", "OrtEngine"]
 
@@ -52,6 +52,7 @@ class OrtEngine:
         from onnxruntime.training.api import Module, Optimizer
 
         self._checkpoint = state
+        check_tensors(self.bundle, {name: np.asarray(param.data) for name, param in state.parameters if param.requires_grad})
         self.module = Module(str(self._files["training"]), state, str(self._files["eval"]))
         self.optimizer = Optimizer(str(self._files["optimizer"]), self.module)
         self.optimizer.set_learning_rate(self.lr)

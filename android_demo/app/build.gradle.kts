@@ -37,6 +37,7 @@ android {
 }
 
 dependencies {
+    implementation(project(":core"))
     implementation("org.pytorch:executorch-android:$executorchVersion")
     // ExecuTorch's AAR loads its native library through fbjni + SoLoader's nativeloader; the Maven POM
     // should bring these, listed to match extension/android/executorch_android/build.gradle.

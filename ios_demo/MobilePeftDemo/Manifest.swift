@@ -388,7 +388,7 @@ struct Manifest {
         return files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1.path)[.size] as? NSNumber)?.int64Value ?? 0) }
     }
 
-    /// As export/manifest.py `sha256_of`: a file's bytes; for a directory, per file in sorted order its
+    /// As mobile_peft/core/manifest.py `sha256_of`: a file's bytes; for a directory, per file in sorted order its
     /// relative POSIX path, a NUL byte, then its bytes.
     static func sha256(of url: URL) throws -> String {
         var hasher = SHA256()

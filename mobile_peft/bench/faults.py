@@ -101,8 +101,9 @@ def kill_campaign(bundle: str | Path, work: str | Path, kills: int = 20, steps: 
                 figures["checkpoints_checked"] += 1
                 try:
                     load_checkpoint(ckpt)
-                except Exception:  # noqa: BLE001 - counting, whatever the error
+                except Exception as exc:  # noqa: BLE001 - counting, whatever the error
                     figures["corrupt_checkpoints"] += 1
+                    figures.setdefault("corrupt_examples", []).append(f"{ckpt.name}: {exc}"[:300])
             latest = _step(latest_checkpoint(run))
             figures["steps_lost"] += max(best - latest, 0)
             best = max(best, latest)

@@ -10,15 +10,23 @@ from ._ui import console, human_bytes, print_json, table
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="Validate a bundle (checksums, manifest) and print what is inside.")
-    p.add_argument("bundle", type=Path, help="Bundle directory or .zip.")
+    p.add_argument("bundle", type=Path, nargs="?", help="Bundle directory or .zip.")
+    p.add_argument("--schema", action="store_true", help="Print the manifest's JSON Schema (the published one) and exit.")
     p.add_argument("--json", action="store_true", help="Print as JSON.")
     p.add_argument("--max-rows", type=int, default=40, help="Rank schedule rows shown (table output).")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
+    from ..core.schema import SCHEMA_FILE
     from ..core.summary import summarize_bundle
 
+    if args.schema:
+        print(SCHEMA_FILE.read_text(), end="")
+        return 0
+    if args.bundle is None:
+        raise ConfigError("give a bundle directory or .zip to inspect (or --schema for the manifest's JSON Schema).")
     s = summarize_bundle(args.bundle)  # BundleError (a MobilePeftError) -> exit 2 with the problems
     if args.json:
         print_json(s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._ui import StepProgress, console, err_console, print_json, print_skipped, table
+from ._ui import StepProgress, console, err_console, human_bytes, print_json, print_skipped, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +66,8 @@ def _check_memory(args: argparse.Namespace) -> None:
     if estimate is None or estimate["fits"]:
         return
     message = (
-        f"the bundle plans {estimate['planned_bytes'] / 2**30:.2f} GiB for training (batch {estimate['batch_size']}) "
-        f"but {get_device(args.device or 'host').display_name} allows {estimate['budget_bytes'] / 2**30:.2f} GiB; "
+        f"the bundle plans {human_bytes(estimate['planned_bytes'])} for training (batch {estimate['batch_size']}) "
+        f"but {get_device(args.device or 'host').display_name} allows {human_bytes(estimate['budget_bytes'])}; "
         f"{estimate['advice']}"
     )
     if args.device:

@@ -19,6 +19,7 @@ from typing import Any, Self
 from . import contract
 from .contract import Key, MethodKey, TrainableKey
 from .errors import BundleError, ConfigError
+from .fields import FIELD_TYPES
 from .schedule import RankSchedule
 from .spec import BundleInputSpec
 
@@ -196,75 +197,14 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
 
 
 # -- validation ------------------------------------------------------------------------------------
-def _int(lo: int | None = None) -> tuple[Any, str]:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo)), (
-        "a whole number" + (f" >= {lo}" if lo is not None else ""))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-
-_STR = (lambda v: isinstance(v, str)), "a string"
-_BOOL = (lambda v: isinstance(v, bool)), "true or false"
-_OBJ = (lambda v: isinstance(v, dict)), "an object"
-_LIST = (lambda v: isinstance(v, list)), "a list"
-_RGB = (lambda v: isinstance(v, list) and len(v) == 3 and all(_finite(x) for x in v)), "3 finite numbers"
-_POSITIVE = (lambda v: _finite(v) and v > 0), "a finite number > 0"
-
-
-def _relative_path(v: Any) -> bool:
-    """A file name inside the bundle: relative, no '..', no backslash."""
-    if not isinstance(v, str) or not v or "\\" in v:
-        return False
-    parts = Path(v).parts
-    return not Path(v).is_absolute() and ".." not in parts
-
-
-_PATH = _relative_path, "a relative path inside the bundle"
-_SHA = (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)), "64 hex digits"
-_SHAPE = (lambda v: isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)), (
-    "a list of sizes")
-_TYPES: dict[str, dict[str, tuple[Any, str]]] = {
-    "": {Key.SCHEMA: _STR, Key.SCHEMA_VERSION: _int(), Key.FORMAT: _STR, Key.SDK_VERSION: _STR, Key.MODEL: _OBJ,
-         Key.INPUT_SPEC: _OBJ, Key.METHODS: _OBJ, Key.TRAINABLE: _LIST, Key.RANK_SCHEDULE: _OBJ,
-         Key.PERFORMANCE_MODEL: ((lambda v: v is None or isinstance(v, dict)), "an object or null"),
-         Key.OPTIMIZER: _OBJ, Key.BACKBONE: _OBJ, Key.FILES: _LIST},
-    Key.MODEL: {contract.ModelKey.NAME: _STR, contract.ModelKey.QUANT: _STR, contract.ModelKey.PARAMETERS: _int(0),
-                contract.ModelKey.NUM_IMAGE_TOKENS: _int(0), contract.ModelKey.VOCAB_SIZE: _int(1)},
-    Key.INPUT_SPEC: {
-        contract.InputSpecKey.IMAGE_SIZE: _int(1), contract.InputSpecKey.IMAGE_MEAN: _RGB,
-        contract.InputSpecKey.IMAGE_STD: ((lambda v: _RGB[0](v) and all(x > 0 for x in v)), "3 positive numbers"),
-        contract.InputSpecKey.PROMPT_TEMPLATE: ((lambda v: isinstance(v, str) and "{question}" in v), "a string with {question}"),
-        contract.InputSpecKey.MAX_TEXT_LEN: _int(3), contract.InputSpecKey.LOWERCASE: _BOOL,
-        contract.InputSpecKey.SEQUENCE_LENGTH: _int(1), contract.InputSpecKey.BATCH_SIZE: _int(1),
-        contract.InputSpecKey.TOKEN_IDS: _OBJ, contract.InputSpecKey.TOKENIZER_FILE: _PATH,
-        contract.InputSpecKey.PAD_TOKEN: _STR, contract.InputSpecKey.BOS_TOKEN: _STR, contract.InputSpecKey.EOS_TOKEN: _STR,
-    },
-    f"{Key.INPUT_SPEC}.{contract.InputSpecKey.TOKEN_IDS}": {k: _int(0) for k in contract.TOKEN_ID_KEYS} | {
-        contract.TokenIdKey.IGNORE_INDEX: _int()},
-    Key.OPTIMIZER: {contract.OptimizerKey.NAME: _STR, contract.OptimizerKey.LR: _POSITIVE},
-    Key.BACKBONE: {contract.BackboneKey.QUANT: _STR, contract.BackboneKey.BYTES_BY_DTYPE: _OBJ,
-                   contract.BackboneKey.TOTAL_BYTES: _int(0)},
-    Key.TRAINABLE: {k: _STR for k in contract.TRAINABLE_KEYS} | {TrainableKey.SHAPE: _SHAPE},
-    Key.FILES: {contract.FileKey.PATH: _PATH, contract.FileKey.SHA256: _SHA, contract.FileKey.SIZE: _int(0)},
-    Key.METHODS: {k: _PATH for k in (MethodKey.PROGRAM, MethodKey.TRAINABLE_DATA, MethodKey.TRAINING_MODEL,
-                                     MethodKey.EVAL_MODEL, MethodKey.OPTIMIZER_MODEL, MethodKey.CHECKPOINT)}
-    | {MethodKey.TRAIN: _OBJ, MethodKey.EVAL: _OBJ, MethodKey.TRAIN_INPUTS: _LIST, MethodKey.OUTPUTS: _LIST,
-       MethodKey.BACKBONE: _OBJ, MethodKey.HEAD: _OBJ},
-    "pte_method": {MethodKey.METHOD: _STR, MethodKey.INPUTS: _LIST, MethodKey.OUTPUTS: _LIST,
-                   MethodKey.GRADIENTS_INDEX_METHOD: _STR, MethodKey.PARAMETERS_INDEX_METHOD: _STR, MethodKey.FQN_METHOD: _STR},
-}
-
-
 def _missing(section: Any, keys: tuple[str, ...], where: str, types: str | None = None) -> list[str]:
-    """Missing keys of ``section`` and values of the wrong type (``_TYPES[types]``, default ``where``)."""
+    """Missing keys of ``section`` and values of the wrong type (``FIELD_TYPES[types]``, default ``where``)."""
     if not isinstance(section, dict):
         return [f"{where} is a {type(section).__name__}, expected an object"]
     problems = [f"missing key {where}.{k}" for k in keys if k not in section]
-    for key, (ok, expected) in _TYPES.get(where if types is None else types, {}).items():
-        if key in section and not ok(section[key]):
-            problems.append(f"{where}.{key} is {str(section[key])[:60]!r}; expected {expected}")
+    for key, field in FIELD_TYPES.get(where if types is None else types, {}).items():
+        if key in section and not field.check(section[key]):
+            problems.append(f"{where}.{key} is {str(section[key])[:60]!r}; expected {field.describe()}")
     return problems
 
 
@@ -408,8 +348,10 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     problems += _methods_problems(manifest)
     if problems:  # the semantic checks below read these sections as typed
         return problems
-    problems += _trainable_problems(manifest)
     problems += _schedule_problems(manifest)
+    if problems:  # trainable shapes are checked against a well-formed schedule
+        return problems
+    problems += _trainable_problems(manifest)
     problems += _reference_problems(manifest)
     return problems
 

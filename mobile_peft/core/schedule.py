@@ -384,6 +384,9 @@ def _structure_problems(d: dict[str, Any]) -> list[str]:
     for j, e in enumerate(entries):
         if not (isinstance(e, dict) and isinstance(e.get(M.MODULE), str) and isinstance(e.get(M.SLOT), str) and _is_int(e.get(M.R_MAX))):
             out.append(f"mask_inputs[{j}] needs module, slot (strings) and r_max (a whole number)")
+        elif e.get(M.INPUT) != contract.mask_input_name(e[M.MODULE], e[M.SLOT]):
+            out.append(f"mask_inputs[{j}].input is {e.get(M.INPUT)!r}; expected "
+                       f"{contract.mask_input_name(e[M.MODULE], e[M.SLOT])!r} (the graph input's name)")
     return out
 
 

@@ -34,6 +34,7 @@ def _summary(bundle: Path, manifest: Manifest) -> dict[str, Any]:
         "bundle": str(bundle),
         "format": manifest.format,
         "schema_version": manifest.raw[contract.Key.SCHEMA_VERSION],
+        "schema": "mobile_peft/core/manifest.schema.json (`mobile-peft inspect --schema`)",
         "model": {k: manifest.model[k] for k in contract.MODEL_KEYS},
         "files": [
             {F.PATH: f[F.PATH], F.SIZE: f[F.SIZE], F.SHA256: f[F.SHA256], "verified": True}

@@ -71,3 +71,18 @@ def test_every_manifest_problem_is_reported_at_once_with_its_path(pte_bundle, tm
     assert "missing key trainable[0].role" in problems
     assert "missing key input_spec.token_ids.eos" in problems
     assert "missing key methods.train.fqn_method" in problems
+
+
+@pytest.mark.parametrize("fmt", ["pte", "onnx"])
+def test_artifact_tensors_that_disagree_with_the_manifest_are_refused_before_training(fmt, request, tmp_path):
+    from mobile_peft.core.errors import BundleError
+    from mobile_peft.runtime.trainer import TrainOptions, train_bundle
+
+    copy = shutil.copytree(request.getfixturevalue(f"{fmt}_bundle"), tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    down = next(t for t in manifest["trainable"] if t["role"] == "down")
+    down["shape"][1] += 1  # fan_in no longer the artifact's (the rank dimension stays r_max)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=rf"{down['name']}: the artifact has \(\d+, \d+\) float32, the manifest"):
+        train_bundle(copy, tmp_path / "run", TrainOptions(steps=2, data="digits:parity", checkpoint_every=1))
+    assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").glob("ckpt-*"))

@@ -1,6 +1,7 @@
 """``mobile-peft train`` / ``eval`` and ``runtime_demo`` end to end on the tiny pte bundle."""
 
 import json
+import re
 
 import pytest
 
@@ -56,3 +57,24 @@ def test_a_bundle_without_adapter_scales_is_refused_naming_the_key(pte_bundle, t
         train_bundle(bundle, tmp_path / "run", TrainOptions(steps=4, data="digits:parity", checkpoint_every=2))
     assert len(info.value.problems) == len(manifest["rank_schedule"]["modules"])
     assert all(p.startswith("missing key rank_schedule.modules[") and p.endswith(".scale") for p in info.value.problems)
+
+
+def test_train_refuses_a_device_whose_budget_the_plan_exceeds(pte_bundle, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from mobile_peft.runtime import devices, profile
+    from mobile_peft.runtime.bundle import Bundle
+
+    real = devices.get_device
+    planned = profile.memory_estimate(Bundle.open(pte_bundle))["planned_bytes"]
+
+    def small(name):  # a phone with room for about 70 % of the plan
+        return dataclasses.replace(real("galaxy-a14"), app_budget_bytes=int(0.7 * planned)) if name == "tiny-phone" else real(name)
+
+    monkeypatch.setattr(devices, "get_device", small)
+    monkeypatch.setattr(profile, "get_device", small)
+    code = main(["train", str(pte_bundle), "--data", "digits:parity", "--steps", "2", "--out", str(tmp_path / "r"), "--device", "tiny-phone"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the bundle plans" in err and "(batch 4)" in err
+    assert re.search(r"re-export with --batch-size [123] ", err), err
+    assert not (tmp_path / "r" / "checkpoints").exists()
