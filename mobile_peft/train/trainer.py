@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..adapters.base import adapter_parameters, mark_only_adapters_trainable
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, DivergedError
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def train(
         optimizer.step()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate (lr={config.lr}).")
+            raise DivergedError(f"loss became {value} at step {step}; lower the learning rate (lr={config.lr}).")
         losses.append(value)
         for callback in callbacks:
             callback.on_step_end(step, value, model)
