@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import shutil
 import struct
@@ -62,6 +63,7 @@ from mobile_peft.data.tokenizer import build_word_tokenizer, load_tokenizer, sav
 from runtime.adapter import write_adapter  # noqa: E402
 from runtime.data import DataStream  # noqa: E402
 from runtime.evaluate import correct_answers  # noqa: E402
+from runtime.realloc import Reallocator  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SDK_VERSION = "fixture"  # not the package version: the fixtures must not change with a release
@@ -918,6 +920,76 @@ def adapter_fixture(out: Path, bundle: Path) -> dict[str, Any]:
     }
 
 
+# The loop's re-allocation: gradient of tensor i at step s is grid(shape, 3 i + s) * GRAD_FACTORS[i % 6].
+GRAD_FACTORS = [0.5, 0.25, 1.0, 2.0, 0.75, 1.5]
+
+
+def realloc_loop_fixture() -> dict[str, Any]:
+    """``runtime.realloc.Reallocator`` driven as ``runtime/trainer.py`` drives it (decide and grow
+    before a due step, observe each step's gradients, then an SGD step ``p -= lr * g``), on the
+    Hydra tensors of :func:`hydra_schedule` with a budget equal to its initial ranks' parameters."""
+    base, dims = hydra_schedule()
+    ranks = base.ranks(0)
+    schedule = RankSchedule(
+        "hydra-rank",
+        contract.ADAPTER_HYDRA,
+        base.params(ranks),
+        base.modules,
+        [Phase(0, ranks)],
+        performance_model=REALLOC_MODEL,
+        mask_inputs=base.mask_inputs,
+    ).validate()
+    trainable = trainable_of(schedule, dims)
+    steps, every, seed, lr = 9, 3, 5, np.float32(0.125)
+    params = _params(trainable)
+    realloc = Reallocator(schedule, REALLOC_MODEL, trainable, every, steps, seed=seed)
+    events, masks, grown, signals = [], [], [], []
+    for step in range(steps):
+        if realloc.due(step):
+            decision = realloc.decide(step, ranks)
+            if decision.applied:
+                ranks = realloc.grow(params, decision)
+                grown.append(
+                    {
+                        "step": step,
+                        "down_rows": {
+                            unit: f32(params[realloc.pairs[unit][contract.ROLE_DOWN].name][a:b])
+                            for unit, (a, b) in decision.changed().items()
+                            if b > a
+                        },
+                    }
+                )
+            events.append({"step": step, **decision.event(schedule.budget_params)})
+        masks.append([float(m.sum()) for m in schedule.input_masks(ranks)])
+        grads = {
+            t.name: grid(t.shape, 3 * i + step) * np.float32(GRAD_FACTORS[i % len(GRAD_FACTORS)])
+            for i, t in enumerate(trainable)
+        }
+        realloc.observe(grads, ranks)
+        signals.append(dict(realloc.state()["sq"]))
+        for name, g in grads.items():
+            params[name] -= lr * g
+    assert any(e["applied"] for e in events) and not all(e["applied"] for e in events), events
+    return {
+        "schedule": schedule.to_dict(),
+        "trainable": [t.to_dict() for t in trainable],
+        "params": "grid(shape, i) of tensor i",
+        "gradients": "grid(shape, 3 i + step) * grad_factors[i % 6] of tensor i",
+        "grad_factors": GRAD_FACTORS,
+        "steps": steps,
+        "every": every,
+        "seed": seed,
+        "lr": float(lr),
+        "events": _r(events),
+        "masks": masks,
+        "grown": grown,
+        "ema_sq": _r(signals),
+        "final_ranks": ranks,
+        # Bit for bit, compactly: sha256 of each tensor's little-endian float32 bytes.
+        "final_params_sha256": {k: hashlib.sha256(v.astype("<f4").tobytes()).hexdigest() for k, v in params.items()},
+    }
+
+
 def eval_fixture() -> dict[str, Any]:
     b, t, v = 4, 5, 6
     logits = ((np.arange(b * t * v) * 7919) % 23 / 4.0 - 2.0).astype(np.float32).reshape(b, t, v)
@@ -955,6 +1027,7 @@ that the Kotlin core reproduces every one of them (floats to 1e-6, files byte fo
 | `data/`, `data_bad/`, `data.json` | A data folder (`annotations.jsonl`, PNG images) read by `load_folder`: every example, the train/eval split for several seeds and fractions; the one `DataError` of a folder with every kind of bad line (its path written `<folder>`); numpy `default_rng(seed).permutation(n)`; the runtime `DataStream`'s batches. |
 | `encode.json`, `encode_pixels.f32` | `Encoder.image` of digits (float), RGB uint8 images and the data folder's PNGs (little-endian float32 `[3, 12, 12]` each, at `offset` floats); `Encoder.text` / `encode_prompt` of questions and answers (or the `DataError`); the tokenizer's pieces and ids of tricky strings; `decode_answer`. |
 | `realloc.json` | A given performance model (a fitted model's keys, set weights); its features, utilities, predictions, `propose_allocation`; `Reallocation.due` / `decide` events (one applied, one kept); `rank_signal` and `RankSignals` (floats to 12 digits). |
+| `realloc_loop.json` | On-device re-allocation as `runtime/trainer.py` runs it (`runtime.realloc.Reallocator`): given gradients each step, the `realloc` events, the masks at each step, the grown down rows (numpy `default_rng([seed, step]).uniform`), the EMA after each step, the final ranks and the sha256 of each final tensor's little-endian float32 bytes. |
 | `adapters/`, `adapters.json` | `runtime.adapter.write_adapter` of given tensors at given masks: LoRA at a soft-mask phase and at a phase with a module switched off; Hydra with one slot off and per-module alphas. |
 | `eval.json` | `correct_answers` of given logits (ties, a NaN) and labels. |
 | `pyformat.json` | What Python prints for the values in messages and files: `repr` of floats and strings, `f"{n:,}"`, `json.dumps` (default, indented + sorted, compact), `json.loads` errors (message, line, column). |
@@ -1090,6 +1163,7 @@ def write_fixtures(out: Path) -> Path:
     dump(out / "encode.json", encode_fixture(out, bundle, data_images))
     dump(out / "realloc.json", realloc_fixture())
     dump(out / "adapters.json", adapter_fixture(out, bundle))
+    dump(out / "realloc_loop.json", realloc_loop_fixture())
     dump(out / "eval.json", eval_fixture())
     dump(out / "pyformat.json", pyformat_fixture())
     (out / "README.md").write_text(README)

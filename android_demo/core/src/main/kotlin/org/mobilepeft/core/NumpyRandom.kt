@@ -6,7 +6,9 @@ package org.mobilepeft.core
  * (numpy/random/bit_generator.pyx: hashmix/mix over a 4-word pool), `PCG64` (XSL-RR 128/64,
  * numpy's seeding `pcg_setseq_128_srandom_r`), `next_uint32` (halves of one 64-bit draw, low
  * first), `random_interval` (mask-and-reject) and `Generator.shuffle`'s Fisher-Yates from the end.
- * tests/demo_apps/fixtures/split.json holds numpy's permutations for several seeds.
+ * tests/demo_apps/fixtures/split.json holds numpy's permutations for several seeds. Also
+ * `random()` (`next_double`: the top 53 bits of one 64-bit draw) and `uniform(low, high)`
+ * (`random_uniform`: `low + (high - low) * next_double`), for re-allocation's grow-init.
  */
 class NumpyRandom private constructor(private var hi: Long, private var lo: Long, private val incHi: Long, private val incLo: Long) {
     private var hasUint32 = false
@@ -29,6 +31,12 @@ class NumpyRandom private constructor(private var hi: Long, private var lo: Long
         uinteger = next ushr 32
         return next and MASK32
     }
+
+    /** `next_double`: uniform in [0, 1) from the top 53 bits of one 64-bit draw (the uint32 buffer untouched). */
+    fun random(): Double = (nextLong() ushr 11) * (1.0 / 9007199254740992.0)
+
+    /** `Generator.uniform(low, high)` for scalar bounds: `low + (high - low) * random()`. */
+    fun uniform(low: Double, high: Double): Double = low + (high - low) * random()
 
     /** `random_interval(max)`: uniform in 0..max by masking and rejecting. */
     fun interval(max: Long): Long {

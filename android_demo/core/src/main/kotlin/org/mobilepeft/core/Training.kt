@@ -29,7 +29,18 @@ interface Trainer : AutoCloseable {
 
     /** The current trainable tensors by manifest name (for the personal adapter). */
     fun parameters(): Map<String, FloatArray>
+
+    /** The pending gradients by manifest name (on-device re-allocation reads every active slot's down and up). */
+    fun gradients(): Map<String, FloatArray> =
+        throw UnsupportedOperationException("${this::class.java.simpleName} cannot read its gradients; on-device re-allocation needs them")
+
+    /** Write [values] (tensors by manifest name) into the trainable weights (re-allocation's grown ranks). */
+    fun setParameters(values: Map<String, FloatArray>): Unit =
+        throw UnsupportedOperationException("${this::class.java.simpleName} cannot write its parameters; on-device re-allocation needs it")
 }
+
+/** A held-out split for accuracy before and after training: [count] examples, a batch of any indices. */
+class EvalSet(val count: Int, val batchOf: (IntArray) -> Batch, val ignoreIndex: Int = Contract.IGNORE_INDEX)
 
 /** Opens a [Trainer]: fresh (`null`) or resumed from a checkpoint directory its [Trainer.save] wrote. */
 fun interface TrainerFactory {
@@ -44,11 +55,16 @@ data class TrainOptions(
     val seed: Long = 0,
     /** Steps with a non-finite loss or gradient tolerated (not applied) before the run stops. */
     val maxBadSteps: Int = 5,
+    /** Re-allocate ranks on the device with the bundle's performance model (hydra-rank bundles). */
+    val onDeviceRealloc: Boolean = false,
+    /** Steps between re-allocation points; default a third of the run (as the SDK's `realloc_every`). */
+    val reallocEvery: Int? = null,
 ) {
     init {
         if (steps < 1) throw ConfigError("steps=$steps; expected >= 1.")
         if (checkpointEvery < 1) throw ConfigError("checkpoint_every=$checkpointEvery; expected >= 1.")
         if (maxBadSteps < 0) throw ConfigError("max_bad_steps=$maxBadSteps; expected >= 0.")
+        if (reallocEvery != null && reallocEvery < 0) throw ConfigError("realloc_every=$reallocEvery; expected >= 0 (0 turns it off).")
     }
 }
 
@@ -66,6 +82,14 @@ class TrainResult(
     val masks: List<FloatArray>,
     /** The trained tensors at the end, by manifest name (empty when the runtime cannot read them). */
     val parameters: Map<String, FloatArray>,
+    /** The re-allocation events of the whole run (`{"step": s, **Decision.event(budget)}`, as the SDK logs them). */
+    val events: List<Map<String, Any?>> = emptyList(),
+    /** The ranks of the last step. */
+    val ranks: Ranks = emptyMap(),
+    /** Accuracy on the [EvalSet] at the run's start (read back from the checkpoint when resumed). */
+    val evalBefore: Evaluate.Report? = null,
+    /** Accuracy on the [EvalSet] at the end of a completed run. */
+    val evalAfter: Evaluate.Report? = null,
 )
 
 interface TrainListener {
@@ -73,11 +97,11 @@ interface TrainListener {
     fun onBadStep(step: Int, loss: Float, badSteps: Int) {}
     fun onPhase(step: Int, phase: Int) {}
     fun onCheckpoint(step: Int, dir: File) {}
+    fun onRealloc(step: Int, event: Map<String, Any?>) {}
 }
 
 /**
- * The on-device training loop, as runtime/trainer.py `train_bundle` runs it (without on-device
- * re-allocation):
+ * The on-device training loop, as runtime/trainer.py `train_bundle` runs it:
  *
  * * per step: the next batch of the seeded [DataStream] (the reference runtime's order) with the
  *   masks of the phase active at the step, `forwardBackward`, then `applyStep`;
@@ -88,7 +112,13 @@ interface TrainListener {
  * * [cancelled] is checked before every step; a cancelled run checkpoints what it has;
  * * a checkpoint every [TrainOptions.checkpointEvery] steps and at the end; [run] with `resume`
  *   continues from the newest one with the same data position, phase, masks, losses and counters,
- *   so a resumed run sees the batches an uninterrupted one would.
+ *   so a resumed run sees the batches an uninterrupted one would;
+ * * with [TrainOptions.onDeviceRealloc] ([Reallocator]): every applied step observes the gradients
+ *   of the active ranks; before a due step the shipped performance model decides, grown ranks are
+ *   initialised (`Trainer.parameters` -> grow -> `Trainer.setParameters`) and the masks follow the
+ *   new ranks; every decision is logged; the signals are checkpointed and restored;
+ * * with an [EvalSet]: accuracy before the first step and after the last
+ *   (runtime/evaluate.py's padded batches of [batchSize]).
  *
  * [bundleId] names the bundle a checkpoint belongs to (e.g. the sha256 of its manifest): resuming
  * another bundle's checkpoint is refused.
@@ -104,12 +134,21 @@ class TrainingLoop(
     private val factory: TrainerFactory,
     private val cancelled: () -> Boolean = { false },
     private val listener: TrainListener = object : TrainListener {},
+    /** The manifest's trainable tensors (their roles find each slot's down/up for re-allocation). */
+    private val trainable: List<Trainable> = emptyList(),
+    private val evalSet: EvalSet? = null,
 ) {
     private var step = 0
     private var phase = 0
     private var masks: List<FloatArray> = schedule.phaseMasks(0)
     private val losses = ArrayList<Float>()
     private var badSteps = 0
+    private var ranks: Ranks = schedule.ranks(0)
+    private val events = ArrayList<Map<String, Any?>>()
+    private var evalBefore: Evaluate.Report? = null
+    private val reallocator: Reallocator? = if (!options.onDeviceRealloc) null else Reallocator(
+        schedule, schedule.performanceModel, trainable, options.reallocEvery ?: maxOf(1, options.steps / 3), options.steps, options.seed,
+    )
     private val stream = DataStream(examples, batchSize, StreamPosition(seed = options.seed))
 
     fun run(resume: Boolean = true): TrainResult {
@@ -124,7 +163,9 @@ class TrainingLoop(
         var savedStep = if (from != null) step else -1
         var stop = StopReason.COMPLETED
         var parameters: Map<String, FloatArray> = emptyMap()
+        var evalAfter: Evaluate.Report? = null
         factory.open(from).use { trainer ->
+            if (evalSet != null && from == null) evalBefore = evaluate(trainer, evalSet)
             while (step < options.steps) {
                 if (cancelled()) {
                     stop = StopReason.CANCELLED
@@ -134,8 +175,10 @@ class TrainingLoop(
                 if (p != phase) {
                     phase = p
                     masks = schedule.phaseMasks(p)
+                    ranks = schedule.ranks(p)
                     listener.onPhase(step, p)
                 }
+                if (reallocator != null && reallocator.due(step)) reallocate(trainer, reallocator)
                 val loss = trainer.forwardBackward(batchOf(stream.next()), masks)
                 if (!loss.isFinite() || !trainer.gradientsFinite()) {
                     // Not applied: the weights stay those of the last good step (and so do checkpoints).
@@ -150,6 +193,7 @@ class TrainingLoop(
                         )
                     }
                 } else {
+                    reallocator?.observe(trainer.gradients(), ranks)
                     trainer.applyStep()
                 }
                 step += 1
@@ -162,9 +206,29 @@ class TrainingLoop(
             }
             if (step > 0 && (savedStep != step || saved == null)) saved = save(trainer)
             parameters = trainer.parameters()
+            if (evalSet != null && stop == StopReason.COMPLETED) evalAfter = evaluate(trainer, evalSet)
         }
-        return TrainResult(step, losses.toList(), badSteps, stop, resumedFrom, saved, masks.map { it.copyOf() }, parameters)
+        return TrainResult(
+            step, losses.toList(), badSteps, stop, resumedFrom, saved, masks.map { it.copyOf() }, parameters,
+            events.toList(), ranks, evalBefore, evalAfter,
+        )
     }
+
+    private fun reallocate(trainer: Trainer, reallocator: Reallocator) {
+        val decision = reallocator.decide(step, ranks)
+        if (decision.applied) {
+            val params = trainer.parameters()
+            ranks = reallocator.grow(params, decision)
+            trainer.setParameters(params)
+            masks = schedule.inputMasks(ranks)
+        }
+        val event = linkedMapOf<String, Any?>("step" to step).apply { putAll(decision.event(reallocator.budget)) }
+        events += event
+        listener.onRealloc(step, event)
+    }
+
+    private fun evaluate(trainer: Trainer, set: EvalSet): Evaluate.Report =
+        Evaluate.run(trainer, set.count, batchSize, set.ignoreIndex, masks, set.batchOf)
 
     private fun save(trainer: Trainer): File {
         val bad = trainer.parameters().filterValues { v -> v.any { !it.isFinite() } }.keys.sorted()
@@ -182,6 +246,10 @@ class TrainingLoop(
             POSITION to stream.position.toJson(),
             LOSSES to losses.map { it.toDouble() },
             BAD_STEPS to badSteps,
+            RANKS to ranks,
+            EVENTS to events,
+            REALLOC to reallocator?.state(),
+            EVAL_BEFORE to evalBefore?.let { linkedMapOf(EVAL_ACCURACY to it.accuracy, EVAL_LOSS to it.loss, EVAL_EXAMPLES to it.examples) },
         )
         val dir = store.save(step, meta) { trainer.save(it) }
         listener.onCheckpoint(step, dir)
@@ -206,6 +274,17 @@ class TrainingLoop(
         losses.clear()
         (meta[LOSSES] as List<*>).forEach { losses += Py.toFloat(it).toFloat() }
         badSteps = Py.toInt(meta[BAD_STEPS]).toInt()
+        // Checkpoints written before re-allocation existed hold no ranks: the phase's.
+        ranks = (meta[RANKS] as? Map<*, *>)?.entries?.associate { (m, slots) ->
+            m as String to (slots as Map<*, *>).entries.associate { (s, r) -> s as String to Py.toInt(r).toInt() }
+        } ?: schedule.ranks(phase)
+        events.clear()
+        (meta[EVENTS] as? List<*>)?.forEach { e -> events += (e as Map<*, *>).entries.associate { (k, v) -> k as String to v } }
+        @Suppress("UNCHECKED_CAST")
+        (meta[REALLOC] as? Map<String, Any?>)?.let { reallocator?.loadState(it) }
+        evalBefore = (meta[EVAL_BEFORE] as? Map<*, *>)?.let {
+            Evaluate.Report(Py.toFloat(it[EVAL_ACCURACY]), Py.toFloat(it[EVAL_LOSS]), Py.toInt(it[EVAL_EXAMPLES]).toInt())
+        }
     }
 
     companion object {
@@ -217,5 +296,12 @@ class TrainingLoop(
         const val POSITION = "position"
         const val LOSSES = "losses"
         const val BAD_STEPS = "bad_steps"
+        const val RANKS = "active_ranks"
+        const val EVENTS = "events"
+        const val REALLOC = "realloc"
+        const val EVAL_BEFORE = "eval_before"
+        private const val EVAL_ACCURACY = "accuracy"
+        private const val EVAL_LOSS = "mean_loss"
+        private const val EVAL_EXAMPLES = "examples"
     }
 }
