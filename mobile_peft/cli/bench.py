@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory; "
         "'reliability': fault-injection and fuzz campaigns).",
     )
-    p.add_argument("suite", choices=["ranks", "export", "reliability"], help="Which benchmark.")
+    p.add_argument("suite", choices=["ranks", "export", "reliability", "speed"], help="Which benchmark.")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
     )
@@ -39,13 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
+    sp = p.add_argument_group("speed benchmark")
+    sp.add_argument("--presets", default="tiny", help="Comma list of presets (speed).")
+    sp.add_argument("--batches", default="1,8", help="Comma list of batch sizes (speed).")
     r = p.add_argument_group("reliability campaigns")
     r.add_argument("--kills", type=int, default=20, help="SIGKILLs per bundle format (fault injection).")
     r.add_argument("--fuzz-examples", type=int, default=2000, help="Generated inputs per fuzz target.")
     g = p.add_argument_group("export benchmark")
     g.add_argument("--preset", default="smolvlm-256m", help="Model preset (random weights, built once).")
     g.add_argument("--formats", default="pte,onnx,coreml", help="Comma list of bundle formats.")
-    g.add_argument("--adapters", default="lora", help="Comma list of adapters (lora,hydra).")
+    g.add_argument("--adapters", default=None, help="Comma list of adapters (export default: lora; speed: lora,hydra).")
     g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
     g.add_argument("--rank", type=int, default=8, help="Adapter rank.")
     g.add_argument("--batch-size", type=int, default=1, help="Batch size fixed in the bundles.")
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_export(args)
     if args.suite == "reliability":
         return _run_reliability(args)
+    if args.suite == "speed":
+        return _run_speed(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
     if args.tasks:
         config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -105,7 +110,7 @@ def _run_export(args: argparse.Namespace) -> int:
         preset=args.preset,
         quant=args.quant,
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
-        adapters=tuple(a.strip() for a in args.adapters.split(",") if a.strip()),
+        adapters=tuple(a.strip() for a in (args.adapters or "lora").split(",") if a.strip()),
         rank=args.rank,
         batch_size=args.batch_size,
         work_dir=str(Path(args.cache) / "exports"),
@@ -138,3 +143,23 @@ def _run_reliability(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.out / 'reliability.json'} ({result['seconds']} s)")
     bad = sum(f["corrupt_checkpoints"] + f["steps_lost"] + f["adapters_differing"] for f in result["faults"].values())
     return 1 if bad else 0
+
+
+def _run_speed(args: argparse.Namespace) -> int:
+    from ..bench.speed import SpeedBenchConfig, run_speed_bench, write_speed
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+
+    if args.smoke:
+        config = SpeedBenchConfig(adapters=("lora",), batches=(1,), formats=("onnx",), steps=2, warmup=1,
+                                  work_dir=str(Path(args.cache) / "speed"))
+    else:
+        config = SpeedBenchConfig(presets=items(args.presets), adapters=items(args.adapters or "lora,hydra"),
+                                  batches=tuple(int(b) for b in items(args.batches)), rank=args.rank,
+                                  steps=args.steps or 12, threads=args.threads, work_dir=str(Path(args.cache) / "speed"))
+    results = run_speed_bench(config, progress=lambda msg: err_console.print(msg, highlight=False))
+    json_path, md_path = write_speed(results, args.out, name=args.name or ("speed-smoke" if args.smoke else "speed"))
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path} ({results['seconds']} s)")
+    return 0

@@ -101,3 +101,15 @@ def test_export_bench_records_a_failed_export(tmp_path):
     config = ExportBenchConfig(preset="tiny", formats=("no-such-format",), work_dir=str(tmp_path))
     (row,) = run_export_bench(config)["rows"]
     assert not row["exports"] and row["returncode"] != 0 and "no-such-format" in row["error"]
+
+
+def test_speed_bench_smoke(tmp_path):
+    """`mobile-peft bench speed --smoke`: well-formed rows side by side with eager (no timing asserted)."""
+    out = tmp_path / "results"
+    assert main(["bench", "speed", "--smoke", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    results = json.loads((out / "speed-smoke.json").read_text())
+    (row,) = results["rows"]
+    assert {"preset", "adapter", "targets", "format", "batch", "eager_ms", "step_ms", "ratio_vs_eager"} <= set(row)
+    assert row["format"] == "onnx" and row["optimizer"] == "adamw" and row["eager_ms"] > 0 and row["step_ms"] > 0
+    assert row["ratio_vs_eager"] == round(row["step_ms"] / row["eager_ms"], 3)
+    assert results["machine"]["cpus"] >= 1 and "| tiny | lora | default | 1 | onnx (adamw) |" in (out / "speed-smoke.md").read_text()
