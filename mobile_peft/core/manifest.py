@@ -115,6 +115,11 @@ class Manifest:
         problems = manifest_problems(d)
         if problems:
             raise BundleError(source, problems)
+        return cls._from_valid(d, source)
+
+    @classmethod
+    def _from_valid(cls, d: dict[str, Any], source: str | Path) -> Self:
+        """Build from a manifest :func:`manifest_problems` already passed (no second validation)."""
         schedule = RankSchedule.from_dict(d[Key.RANK_SCHEDULE], where=f"{source} rank_schedule")
         schedule.performance_model = d[Key.PERFORMANCE_MODEL]
         return cls(
@@ -368,6 +373,8 @@ def validate_bundle(bundle: str | Path) -> Manifest:
     for entry in files if isinstance(files, list) else []:
         if not isinstance(entry, dict) or not all(k in entry for k in contract.FILE_KEYS):
             continue  # already reported
+        if not all(FIELD_TYPES[Key.FILES][k].check(entry[k]) for k in contract.FILE_KEYS):
+            continue  # already reported; a path leaving the bundle is never opened
         path = bundle / entry[contract.FileKey.PATH]
         if not path.exists():
             problems.append(f"file {entry['path']!r} listed in the manifest is missing")
@@ -381,4 +388,4 @@ def validate_bundle(bundle: str | Path) -> Manifest:
             problems.append(f"file {entry['path']!r} fails its sha256 checksum (tampered or corrupted)")
     if problems:
         raise BundleError(bundle, problems)
-    return Manifest.from_dict(manifest, bundle)
+    return Manifest._from_valid(manifest, bundle)

@@ -86,3 +86,16 @@ def test_artifact_tensors_that_disagree_with_the_manifest_are_refused_before_tra
     with pytest.raises(BundleError, match=rf"{down['name']}: the artifact has \(\d+, \d+\) float32, the manifest"):
         train_bundle(copy, tmp_path / "run", TrainOptions(steps=2, data="digits:parity", checkpoint_every=1))
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").glob("ckpt-*"))
+
+
+def test_a_listed_file_outside_the_bundle_is_refused_without_being_read(pte_bundle, tmp_path):
+    from mobile_peft.core.errors import BundleError
+
+    copy = shutil.copytree(pte_bundle, tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].append({"path": "../../etc/passwd", "sha256": "0" * 64, "size": 1})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as info:
+        Bundle.open(copy)
+    assert any("files[" in p and "relative path inside the bundle" in p for p in info.value.problems)
+    assert not any("fails its sha256" in p or "bytes; the manifest says" in p for p in info.value.problems)
