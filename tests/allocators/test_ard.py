@@ -69,5 +69,33 @@ def test_frozen_ranks_rule_and_budget(adapted, small_data):
     budget = budget_from_rank(model, 2)
     schedule = get_allocator("ard", plan_steps=2, plan_batch_size=8).plan(model, *small_data, budget)
     ranks = [r for slots in schedule.phases[0].ranks.values() for r in slots.values()]
-    assert min(ranks) >= 1  # max(1, round(r0 * alpha))
+    assert min(ranks) >= 1  # every slot keeps at least its first column (alpha >= 1e-4)
     assert abs(schedule.phase_params(schedule.phases[0]) - budget) <= 0.01 * budget
+
+
+def test_freezing_keeps_the_trained_function(adapted, tiny_batch, small_data):
+    """The frozen adapter computes what the soft masks computed: the mask values (fractional last
+    columns included) go into the up columns, the support becomes the hard ranks, the budget holds."""
+    model = adapted("hydra", 8)
+    budget = budget_from_rank(model, 1)
+    allocator = get_allocator("ard", plan_steps=2, plan_batch_size=8)
+    schedule = get_allocator("uniform").plan(model, *small_data, budget)
+    session = allocator.session(model, schedule, total_steps=4)
+    with torch.no_grad():  # a trained-looking adapter and alphas that have moved apart, as after training
+        for layer in adapter_layers(model).values():
+            for slot in layer.rank_slots().values():
+                getattr(layer, slot.up).normal_(std=0.1)
+        session.masks.raw.mul_(torch.rand(session.masks.raw.shape, generator=torch.Generator().manual_seed(0)) + 0.5)
+    session.masks.project()
+    masks = [s.rank_mask.clone() for layer in adapter_layers(model).values() for s in layer.rank_slots().values()]
+    assert any(((m > 0) & (m < 1)).any() for m in masks)  # some slots really are fractional
+    model.eval()
+    with torch.no_grad():
+        before = model(tiny_batch["pixel_values"], tiny_batch["input_ids"], tiny_batch["labels"]).logits
+        frozen = session.finish(model)
+        after = model(tiny_batch["pixel_values"], tiny_batch["input_ids"], tiny_batch["labels"]).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    for layer in adapter_layers(model).values():
+        for slot in layer.rank_slots().values():
+            assert set(slot.rank_mask.unique().tolist()) <= {0.0, 1.0}
+    assert frozen.phase_params(frozen.phases[0]) <= budget * 1.01
