@@ -38,6 +38,8 @@ android {
 
 dependencies {
     implementation(project(":core"))
+    // FileProvider: the camera's output file and sharing the personal adapter.
+    implementation("androidx.core:core:1.13.1")
     implementation("org.pytorch:executorch-android:$executorchVersion")
     // ExecuTorch's AAR loads its native library through fbjni + SoLoader's nativeloader; the Maven POM
     // should bring these, listed to match extension/android/executorch_android/build.gradle.

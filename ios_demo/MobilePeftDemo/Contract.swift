@@ -87,7 +87,7 @@ enum Contract {
     static func maskInputName(module: String, slot: String) -> String { "\(module).\(slot)\(maskSuffix)" }
 
     // -- manifest keys ----------------------------------------------------------------------------
-    /// Top-level manifest keys (all required).
+    /// Top-level manifest keys (all required but those in `OPTIONAL_SECTIONS`).
     enum Key {
         static let schema = "schema"
         static let schemaVersion = "schema_version"
@@ -102,6 +102,7 @@ enum Contract {
         static let optimizer = "optimizer"
         static let backbone = "backbone"
         static let files = "files"
+        static let memoryBound = "memory_bound"  // optional: bundles written before it stay valid
     }
 
     enum ModelKey {
@@ -231,12 +232,28 @@ enum Contract {
         static let totalBytes = "total_bytes"
     }
 
+    /// The optional `memory_bound` section: the training step's memory lower bound at the bundle's batch
+    /// size, by term, written at export time (`export/memory_bound.py`). `total_bytes = backbone_bytes +
+    /// trainable_bytes + gradient_bytes + optimizer_state_bytes + activation_bytes`.
+    enum MemoryBoundKey {
+        static let totalBytes = "total_bytes"
+        static let backboneBytes = "backbone_bytes"  // the frozen weights as stored (quantised)
+        static let trainableBytes = "trainable_bytes"  // the tensors the phone trains
+        static let gradientBytes = "gradient_bytes"  // one gradient per trainable tensor
+        static let optimizerStateBytes = "optimizer_state_bytes"  // trainable_bytes x optimizer_states
+        static let optimizerStates = "optimizer_states"  // state tensors per trainable tensor: SGD 0, momentum 1, AdamW 2
+        static let activationBytes = "activation_bytes"  // what the backward keeps (eager saved tensors, unique storages)
+        static let batchSize = "batch_size"
+        static let countedBy = "counted_by"  // how the activations were counted
+    }
+
     enum FileKey {
         static let path = "path"
         static let sha256 = "sha256"
         static let size = "size"
     }
 
+    static let optionalSections: [String] = ["memory_bound"]
     static let requiredKeys: [String] = [
         Key.schema,
         Key.schemaVersion,
@@ -313,6 +330,17 @@ enum Contract {
     static let fileKeys: [String] = [FileKey.path, FileKey.sha256, FileKey.size]
     static let optimizerKeys: [String] = [OptimizerKey.name, OptimizerKey.lr]
     static let backboneKeys: [String] = [BackboneKey.quant, BackboneKey.bytesByDtype, BackboneKey.totalBytes]
+    static let memoryBoundKeys: [String] = [
+        MemoryBoundKey.totalBytes,
+        MemoryBoundKey.backboneBytes,
+        MemoryBoundKey.trainableBytes,
+        MemoryBoundKey.gradientBytes,
+        MemoryBoundKey.optimizerStateBytes,
+        MemoryBoundKey.optimizerStates,
+        MemoryBoundKey.activationBytes,
+        MemoryBoundKey.batchSize,
+        MemoryBoundKey.countedBy,
+    ]
     // Required keys of the methods section, per format.
     static let methodKeys: [String: [String]] = [
         "pte": [MethodKey.train, MethodKey.eval, MethodKey.program, MethodKey.trainableData],

@@ -1,6 +1,7 @@
 #import "EtTrainer.h"
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,19 +42,37 @@ static std::vector<SizesType> Sizes(NSArray<NSNumber*>* shape) {
   return out;
 }
 
+template <typename Map>
+static NSDictionary<NSString*, NSData*>* Copies(const Map& tensors) {
+  NSMutableDictionary<NSString*, NSData*>* out = [NSMutableDictionary dictionary];
+  for (const auto& [name, tensor] : tensors) {
+    NSString* key = [[NSString alloc] initWithBytes:name.data() length:name.size() encoding:NSUTF8StringEncoding];
+    out[key] = [NSData dataWithBytes:tensor.const_data_ptr() length:tensor.nbytes()];
+  }
+  return out;
+}
+
 @implementation MPETTrainer {
   std::unique_ptr<TrainingModule> _module;
   std::unique_ptr<SGD> _sgd;
   std::string _method;
+  double _learningRate;
+  double _momentum;
+  double _weightDecay;
 }
 
 - (nullable instancetype)initWithProgramPath:(NSString*)programPath
                                     dataPath:(NSString*)dataPath
                                       method:(NSString*)method
                                 learningRate:(double)learningRate
+                                    momentum:(double)momentum
+                                 weightDecay:(double)weightDecay
                                        error:(NSError**)error {
   if ((self = [super init]) == nil) return nil;
   _method = method.UTF8String;
+  _learningRate = learningRate;
+  _momentum = momentum;
+  _weightDecay = weightDecay;
   auto program = FileDataLoader::from(programPath.fileSystemRepresentation);
   if (program.error() != Error::Ok) {
     Fail(error, [NSString stringWithFormat:@"cannot open %@", programPath], program.error());
@@ -69,23 +88,12 @@ static std::vector<SizesType> Sizes(NSArray<NSNumber*>* shape) {
   _module = std::make_unique<TrainingModule>(
       std::make_unique<FileDataLoader>(std::move(program.get())), nullptr, nullptr, nullptr,
       std::make_unique<FileDataLoader>(std::move(data.get())));
-  auto params = _module->named_parameters(_method);
-  if (params.error() != Error::Ok) {
-    Fail(error, [NSString stringWithFormat:@"method '%@' is not a joint training graph", method], params.error());
-    return nil;
-  }
-  _sgd = std::make_unique<SGD>(params.get(), SGDOptions{learningRate});
   return self;
 }
 
-- (float)stepWithPixelValues:(NSData*)pixelValues
-                  pixelShape:(NSArray<NSNumber*>*)pixelShape
-                    inputIds:(NSData*)inputIds
-                      labels:(NSData*)labels
-                   textShape:(NSArray<NSNumber*>*)textShape
-                       masks:(NSArray<NSData*>*)masks
-                       error:(NSError**)error {
-  // make_tensor_ptr over caller memory does not copy; the NSData objects outlive this call.
+static std::vector<TensorPtr> Inputs(NSData* pixelValues, NSArray<NSNumber*>* pixelShape, NSData* inputIds, NSData* labels,
+                                     NSArray<NSNumber*>* textShape, NSArray<NSData*>* masks) {
+  // make_tensor_ptr over caller memory does not copy; the NSData objects outlive the call that uses them.
   std::vector<TensorPtr> tensors;
   tensors.push_back(make_tensor_ptr(Sizes(pixelShape), const_cast<void*>(pixelValues.bytes), ScalarType::Float));
   tensors.push_back(make_tensor_ptr(Sizes(textShape), const_cast<void*>(inputIds.bytes), ScalarType::Long));
@@ -94,26 +102,65 @@ static std::vector<SizesType> Sizes(NSArray<NSNumber*>* shape) {
     SizesType rMax = static_cast<SizesType>(mask.length / sizeof(float));
     tensors.push_back(make_tensor_ptr({rMax}, const_cast<void*>(mask.bytes), ScalarType::Float));
   }
+  return tensors;
+}
+
+- (nullable NSArray<NSData*>*)runMethod:(NSString*)method
+                            pixelValues:(NSData*)pixelValues
+                             pixelShape:(NSArray<NSNumber*>*)pixelShape
+                               inputIds:(NSData*)inputIds
+                                 labels:(NSData*)labels
+                              textShape:(NSArray<NSNumber*>*)textShape
+                                  masks:(NSArray<NSData*>*)masks
+                                  error:(NSError**)error {
+  auto tensors = Inputs(pixelValues, pixelShape, inputIds, labels, textShape, masks);
   std::vector<EValue> inputs;
   for (auto& t : tensors) inputs.emplace_back(*t);
+  auto outputs = _module->execute(method.UTF8String, inputs);
+  if (outputs.error() != Error::Ok) {
+    Fail(error, [NSString stringWithFormat:@"method '%@' failed", method], outputs.error());
+    return nil;
+  }
+  NSMutableArray<NSData*>* out = [NSMutableArray array];
+  for (const auto& v : outputs.get()) {
+    const auto& t = v.toTensor();
+    [out addObject:[NSData dataWithBytes:t.const_data_ptr() length:t.nbytes()]];
+  }
+  return out;
+}
 
+- (float)forwardBackwardWithPixelValues:(NSData*)pixelValues
+                             pixelShape:(NSArray<NSNumber*>*)pixelShape
+                               inputIds:(NSData*)inputIds
+                                 labels:(NSData*)labels
+                              textShape:(NSArray<NSNumber*>*)textShape
+                                  masks:(NSArray<NSData*>*)masks
+                                  error:(NSError**)error {
+  auto tensors = Inputs(pixelValues, pixelShape, inputIds, labels, textShape, masks);
+  std::vector<EValue> inputs;
+  for (auto& t : tensors) inputs.emplace_back(*t);
   auto outputs = _module->execute_forward_backward(_method, inputs);
   if (outputs.error() != Error::Ok) {
     Fail(error, @"execute_forward_backward failed (input count, shapes or dtypes differ from the manifest?)", outputs.error());
     return NAN;
   }
-  const float loss = outputs.get()[0].toTensor().const_data_ptr<float>()[0];  // loss is output 0
+  if (!_sgd) {  // named_parameters is valid only after a first forward_backward
+    auto params = _module->named_parameters(_method);
+    if (params.error() != Error::Ok) {
+      Fail(error, @"named_parameters failed: is the method a joint training graph?", params.error());
+      return NAN;
+    }
+    _sgd = std::make_unique<SGD>(params.get(), SGDOptions(_learningRate, _momentum, 0, _weightDecay, false));
+  }
+  return outputs.get()[0].toTensor().const_data_ptr<float>()[0];  // the loss is output 0
+}
+
+- (BOOL)applyStepWithError:(NSError**)error {
   auto gradients = _module->named_gradients(_method);
-  if (gradients.error() != Error::Ok) {
-    Fail(error, @"named_gradients failed", gradients.error());
-    return NAN;
-  }
+  if (gradients.error() != Error::Ok) return Fail(error, @"named_gradients failed (no forward_backward yet?)", gradients.error());
   Error stepped = _sgd->step(gradients.get());
-  if (stepped != Error::Ok) {
-    Fail(error, @"SGD step failed", stepped);
-    return NAN;
-  }
-  return loss;
+  if (stepped != Error::Ok) return Fail(error, @"SGD step failed", stepped);
+  return YES;
 }
 
 - (nullable NSDictionary<NSString*, NSData*>*)parametersWithError:(NSError**)error {
@@ -122,12 +169,32 @@ static std::vector<SizesType> Sizes(NSArray<NSNumber*>* shape) {
     Fail(error, @"named_parameters failed", params.error());
     return nil;
   }
-  NSMutableDictionary<NSString*, NSData*>* out = [NSMutableDictionary dictionary];
+  return Copies(params.get());
+}
+
+- (nullable NSDictionary<NSString*, NSData*>*)gradientsWithError:(NSError**)error {
+  auto gradients = _module->named_gradients(_method);
+  if (gradients.error() != Error::Ok) {
+    Fail(error, @"named_gradients failed", gradients.error());
+    return nil;
+  }
+  return Copies(gradients.get());
+}
+
+- (BOOL)setParameters:(NSDictionary<NSString*, NSData*>*)values error:(NSError**)error {
+  auto params = _module->named_parameters(_method);
+  if (params.error() != Error::Ok) return Fail(error, @"named_parameters failed", params.error());
   for (const auto& [name, tensor] : params.get()) {
     NSString* key = [[NSString alloc] initWithBytes:name.data() length:name.size() encoding:NSUTF8StringEncoding];
-    out[key] = [NSData dataWithBytes:tensor.const_data_ptr() length:tensor.nbytes()];
+    NSData* value = values[key];
+    if (value == nil) continue;
+    if (value.length != tensor.nbytes()) {
+      return Fail(error, [NSString stringWithFormat:@"%@ has %zu bytes; %lu given", key, tensor.nbytes(), (unsigned long)value.length]);
+    }
+    // The parameters are the runtime's own memory (mutable data of the .ptd), as SGD writes them.
+    std::memcpy(const_cast<void*>(tensor.const_data_ptr()), value.bytes, value.length);
   }
-  return out;
+  return YES;
 }
 
 - (BOOL)saveParametersToPTD:(NSString*)path error:(NSError**)error {

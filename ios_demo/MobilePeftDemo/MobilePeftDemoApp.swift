@@ -1,73 +1,91 @@
+import Charts
+import PhotosUI
+import PersonalizationCore
 import SwiftUI
+import UniformTypeIdentifiers
 
-/// Pick a bundle copied into the app's Documents (Finder / Files app file sharing), train N steps on
-/// the folder data set in Documents/data, show the loss. Checkpoints go to Library/checkpoints/<bundle>.
+/// Open a bundle (the bundled sample, Documents/bundles, or a folder from Files), add photos with
+/// their answer, train with progress, loss chart, step time and memory, cancel and resume, see the
+/// held-out accuracy before and after, share the personal adapter.
 @main
 struct MobilePeftDemoApp: App {
-    var body: some Scene { WindowGroup { ContentView() } }
+    @StateObject private var session: TrainingSession
+
+    init() {
+        let s = TrainingSession()
+        _session = StateObject(wrappedValue: s)
+        TrainingSession.registerBackgroundTask { s }
+    }
+
+    var body: some Scene { WindowGroup { ContentView(session: session) } }
 }
 
 struct ContentView: View {
-    @State private var bundles: [String] = []
-    @State private var selected = ""
-    @State private var steps = 20
-    @State private var log = ""
-    @State private var running = false
-
-    private var documents: URL { FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0] }
-    private var bundleRoot: URL { documents.appendingPathComponent("bundles") }
+    @ObservedObject var session: TrainingSession
+    @State private var importing = false
+    @State private var photo: PhotosPickerItem?
+    @State private var question = "what is in the picture ?"
+    @State private var answer = ""
 
     var body: some View {
-        VStack(alignment: .leading, spacing: 12) {
-            Picker("Bundle", selection: $selected) { ForEach(bundles, id: \.self) { Text($0) } }
-            Stepper("Steps: \(steps)", value: $steps, in: 1...10_000)
-            Button(running ? "Training..." : "Train") { train() }.disabled(running || selected.isEmpty)
-            ScrollView { Text(log).font(.system(.footnote, design: .monospaced)).frame(maxWidth: .infinity, alignment: .leading) }
+        NavigationStack {
+            Form {
+                Section("Bundle") {
+                    Picker("Bundle", selection: $session.selected) {
+                        ForEach(session.bundles, id: \.self) { Text($0.lastPathComponent).tag(Optional($0)) }
+                    }
+                    Button("Open a bundle folder from Files…") { importing = true }
+                }
+                Section("Your examples (\(session.dataFolder.lastPathComponent)/)") {
+                    TextField("Question", text: $question)
+                    TextField("Answer", text: $answer)
+                    PhotosPicker("Pick a photo for this answer", selection: $photo, matching: .images)
+                }
+                Section("Train") {
+                    Stepper("Steps: \(session.steps)", value: $session.steps, in: 1...10_000)
+                    Toggle("Re-allocate ranks on device (hydra-rank, pte)", isOn: $session.onDeviceRealloc)
+                    if session.running {
+                        ProgressView(value: Double(session.step), total: Double(session.steps))
+                        Button("Cancel", role: .destructive) { session.cancel() }
+                    } else {
+                        Button("Train (resumes from the last checkpoint)") { session.train() }.disabled(session.selected == nil)
+                    }
+                    Text(String(format: "step %ld · %.0f ms/step · %@", session.step, session.stepMillis, session.memory)).font(.footnote)
+                    if !session.losses.isEmpty {
+                        Chart(Array(session.losses.enumerated()), id: \.offset) { LineMark(x: .value("Step", $0.offset + 1), y: .value("Loss", Double($0.element))) }
+                            .frame(height: 160)
+                    }
+                }
+                Section("Held-out accuracy") {
+                    Text("before: \(percent(session.accuracyBefore)) · after: \(percent(session.accuracyAfter))")
+                }
+                if !session.adapterFiles.isEmpty {
+                    Section("Personal adapter") {
+                        ForEach(session.adapterFiles, id: \.self) { url in ShareLink(item: url) { Label(url.lastPathComponent, systemImage: "square.and.arrow.up") } }
+                    }
+                }
+                Section("Log") {
+                    ForEach(Array(session.log.suffix(200).enumerated()), id: \.offset) { Text($0.element).font(.system(.footnote, design: .monospaced)) }
+                }
+            }
+            .navigationTitle("mobile-peft")
         }
-        .padding()
-        .onAppear {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: bundleRoot.path)) ?? []
-            bundles = names.filter { FileManager.default.fileExists(atPath: bundleRoot.appendingPathComponent($0).appendingPathComponent(Contract.manifestFile).path) }.sorted()
-            selected = bundles.first ?? ""
-            if bundles.isEmpty { log = "No bundle in \(bundleRoot.path); copy one there (README.md).\n" }
+        .onAppear { session.refresh() }
+        .fileImporter(isPresented: $importing, allowedContentTypes: [.folder]) { picked in
+            if case .success(let url) = picked { session.importBundle(url) }
+        }
+        .onChange(of: photo) { item in
+            guard let item else { return }
+            Task {
+                if let data = try? await item.loadTransferable(type: Data.self), !answer.isEmpty {
+                    session.addExample(imageData: data, question: question, answer: answer)
+                } else {
+                    session.say("pick a photo after typing its answer")
+                }
+                photo = nil
+            }
         }
     }
 
-    private func say(_ line: String) { DispatchQueue.main.async { log += line + "\n" } }
-
-    private func train() {
-        running = true
-        let dir = bundleRoot.appendingPathComponent(selected), n = steps
-        DispatchQueue.global(qos: .userInitiated).async {
-            defer { DispatchQueue.main.async { running = false } }
-            do { try run(dir, steps: n) } catch { say("error: \(error)") }
-        }
-    }
-
-    private func run(_ bundleDir: URL, steps: Int) throws {
-        let manifest = try Manifest.load(bundleDir)
-        try manifest.verifyFiles()
-        say("bundle \(bundleDir.lastPathComponent): format \(manifest.format), \(manifest.trainable.count) trainable tensors, \(manifest.schedule.masks.count) rank masks; sha256 ok")
-        let tokenizer = try WordTokenizer.load(manifest.file(manifest.inputSpec.tokenizerFile))
-        let pre = try Preprocessor(spec: manifest.inputSpec, tokenizer: tokenizer)
-        let examples = try Preprocessor.loadFolder(documents.appendingPathComponent("data"))
-        guard !examples.isEmpty else { throw BundleError("no examples in Documents/data") }
-        let library = FileManager.default.urls(for: .libraryDirectory, in: .userDomainMask)[0]
-        let ckpt = library.appendingPathComponent("checkpoints").appendingPathComponent(bundleDir.lastPathComponent)
-        let (trainer, start) = try Trainers.open(manifest, checkpointDir: ckpt)
-        if start > 0 { say("resumed at step \(start)") }
-        let b = manifest.inputSpec.batchSize
-        var phase = -1
-        for step in start..<(start + steps) {
-            let p = manifest.schedule.phaseIndex(at: step)
-            if p != phase { say("step \(step): rank phase \(p)"); phase = p }
-            let batch = try pre.batch((0..<b).map { examples[(step * b + $0) % examples.count] })
-            let t0 = Date()
-            let loss = try trainer.step(step, batch: batch)
-            say(String(format: "step %ld  loss %.4f  %.0f ms", step, loss, Date().timeIntervalSince(t0) * 1000))
-            if (step + 1) % 10 == 0 { try trainer.saveCheckpoint(ckpt, step: step + 1) }
-        }
-        try trainer.saveCheckpoint(ckpt, step: start + steps)
-        say("checkpoint: \(ckpt.path)")
-    }
+    private func percent(_ r: Evaluate.Report?) -> String { r.map { String(format: "%.1f%% (%ld)", $0.accuracy * 100, $0.examples) } ?? "–" }
 }

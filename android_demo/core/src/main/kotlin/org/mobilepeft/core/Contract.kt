@@ -92,7 +92,7 @@ object Contract {
     fun maskInputName(module: String, slot: String): String = "${module}.${slot}${MASK_SUFFIX}"
 
     // -- manifest keys ----------------------------------------------------------------------------
-    /** Top-level manifest keys (all required). */
+    /** Top-level manifest keys (all required but those in `OPTIONAL_SECTIONS`). */
     object Key {
         const val SCHEMA = "schema"
         const val SCHEMA_VERSION = "schema_version"
@@ -107,6 +107,7 @@ object Contract {
         const val OPTIMIZER = "optimizer"
         const val BACKBONE = "backbone"
         const val FILES = "files"
+        const val MEMORY_BOUND = "memory_bound"  // optional: bundles written before it stay valid
     }
 
     object ModelKey {
@@ -236,12 +237,30 @@ object Contract {
         const val TOTAL_BYTES = "total_bytes"
     }
 
+    /**
+     * The optional `memory_bound` section: the training step's memory lower bound at the bundle's batch size,
+     * by term, written at export time (`export/memory_bound.py`). `total_bytes = backbone_bytes +
+     * trainable_bytes + gradient_bytes + optimizer_state_bytes + activation_bytes`.
+     */
+    object MemoryBoundKey {
+        const val TOTAL_BYTES = "total_bytes"
+        const val BACKBONE_BYTES = "backbone_bytes"  // the frozen weights as stored (quantised)
+        const val TRAINABLE_BYTES = "trainable_bytes"  // the tensors the phone trains
+        const val GRADIENT_BYTES = "gradient_bytes"  // one gradient per trainable tensor
+        const val OPTIMIZER_STATE_BYTES = "optimizer_state_bytes"  // trainable_bytes x optimizer_states
+        const val OPTIMIZER_STATES = "optimizer_states"  // state tensors per trainable tensor: SGD 0, momentum 1, AdamW 2
+        const val ACTIVATION_BYTES = "activation_bytes"  // what the backward keeps (eager saved tensors, unique storages)
+        const val BATCH_SIZE = "batch_size"
+        const val COUNTED_BY = "counted_by"  // how the activations were counted
+    }
+
     object FileKey {
         const val PATH = "path"
         const val SHA256 = "sha256"
         const val SIZE = "size"
     }
 
+    val OPTIONAL_SECTIONS: List<String> = listOf("memory_bound")
     val REQUIRED_KEYS: List<String> = listOf(
         Key.SCHEMA,
         Key.SCHEMA_VERSION,
@@ -321,6 +340,17 @@ object Contract {
         BackboneKey.QUANT,
         BackboneKey.BYTES_BY_DTYPE,
         BackboneKey.TOTAL_BYTES,
+    )
+    val MEMORY_BOUND_KEYS: List<String> = listOf(
+        MemoryBoundKey.TOTAL_BYTES,
+        MemoryBoundKey.BACKBONE_BYTES,
+        MemoryBoundKey.TRAINABLE_BYTES,
+        MemoryBoundKey.GRADIENT_BYTES,
+        MemoryBoundKey.OPTIMIZER_STATE_BYTES,
+        MemoryBoundKey.OPTIMIZER_STATES,
+        MemoryBoundKey.ACTIVATION_BYTES,
+        MemoryBoundKey.BATCH_SIZE,
+        MemoryBoundKey.COUNTED_BY,
     )
     // Required keys of the methods section, per format.
     val METHOD_KEYS: Map<String, List<String>> = mapOf(

@@ -43,6 +43,10 @@ class Manifest(
     val files: List<FileEntry>,
     val raw: Map<String, Any?>,
 ) {
+    /** The optional `memory_bound` section ([Contract.MemoryBoundKey]); null in bundles written before it. */
+    @Suppress("UNCHECKED_CAST")
+    val memoryBound: Map<String, Any?>? get() = raw[Contract.Key.MEMORY_BOUND] as? Map<String, Any?>
+
     /** `(module, slot) -> role -> tensor`, from the recorded roles. */
     fun slotPairs(): Map<Pair<String, String>, Map<String, Trainable>> {
         val out = LinkedHashMap<Pair<String, String>, MutableMap<String, Trainable>>()
@@ -208,7 +212,7 @@ internal object ManifestChecks {
                 Contract.Key.SDK_VERSION to STRING, Contract.Key.MODEL to OBJECT, Contract.Key.INPUT_SPEC to OBJECT,
                 Contract.Key.METHODS to OBJECT, Contract.Key.TRAINABLE to ARRAY, Contract.Key.RANK_SCHEDULE to OBJECT,
                 Contract.Key.PERFORMANCE_MODEL to Field("object", nullable = true), Contract.Key.OPTIMIZER to OBJECT,
-                Contract.Key.BACKBONE to OBJECT, Contract.Key.FILES to ARRAY,
+                Contract.Key.BACKBONE to OBJECT, Contract.Key.FILES to ARRAY, Contract.Key.MEMORY_BOUND to OBJECT,
             ),
             Contract.Key.MODEL to linkedMapOf(
                 Contract.ModelKey.NAME to STRING, Contract.ModelKey.QUANT to STRING, Contract.ModelKey.PARAMETERS to integer(0),
@@ -237,6 +241,11 @@ internal object ManifestChecks {
             Contract.Key.BACKBONE to linkedMapOf(
                 Contract.BackboneKey.QUANT to STRING, Contract.BackboneKey.BYTES_BY_DTYPE to OBJECT, Contract.BackboneKey.TOTAL_BYTES to integer(0),
             ),
+            Contract.Key.MEMORY_BOUND to LinkedHashMap<String, Field>().apply {
+                for (k in Contract.MEMORY_BOUND_KEYS) put(k, integer(0))
+                put(Contract.MemoryBoundKey.BATCH_SIZE, integer(1))
+                put(Contract.MemoryBoundKey.COUNTED_BY, STRING)
+            },
             Contract.Key.TRAINABLE to LinkedHashMap<String, Field>().apply {
                 for (k in Contract.TRAINABLE_KEYS) put(k, STRING)
                 put(Contract.TrainableKey.SHAPE, sizes)
@@ -299,6 +308,7 @@ internal object ManifestChecks {
         out += listOfObjects(manifest, Contract.Key.TRAINABLE, Contract.TRAINABLE_KEYS)
         out += listOfObjects(manifest, Contract.Key.FILES, Contract.FILE_KEYS)
         out += methodsProblems(manifest)
+        out += memoryBoundProblems(manifest)
         if (out.isNotEmpty()) return out // the semantic checks below read these sections as typed
         out += scheduleProblems(manifest)
         if (out.isNotEmpty()) return out // trainable shapes are checked against a well-formed schedule
@@ -323,6 +333,23 @@ internal object ManifestChecks {
             }
         }
         return out
+    }
+
+    /** The optional `memory_bound` section: its keys and types, and a total that is the sum of its terms. */
+    private fun memoryBoundProblems(manifest: Map<*, *>): List<String> {
+        val key = Contract.Key.MEMORY_BOUND
+        val section = manifest[key] as? Map<*, *> ?: return emptyList() // absent, or reported with the top-level types
+        val out = missing(section, Contract.MEMORY_BOUND_KEYS, key)
+        if (out.isNotEmpty()) return out
+        val terms = listOf(
+            Contract.MemoryBoundKey.BACKBONE_BYTES, Contract.MemoryBoundKey.TRAINABLE_BYTES, Contract.MemoryBoundKey.GRADIENT_BYTES,
+            Contract.MemoryBoundKey.OPTIMIZER_STATE_BYTES, Contract.MemoryBoundKey.ACTIVATION_BYTES,
+        )
+        val total = terms.sumOf { section[it] as Long }
+        if (!Py.equal(section[Contract.MemoryBoundKey.TOTAL_BYTES], total)) {
+            return listOf("$key.${Contract.MemoryBoundKey.TOTAL_BYTES} is ${Py.str(section[Contract.MemoryBoundKey.TOTAL_BYTES])}; expected the sum of its terms, $total")
+        }
+        return emptyList()
     }
 
     private fun trainableProblems(manifest: Map<*, *>): List<String> {

@@ -27,6 +27,12 @@ object PerfModel {
     const val WEIGHTS = "weights"
     const val INTERCEPT = "intercept"
     const val MIN_RANK = "min_rank"
+    const val KIND = "kind"
+    const val VERSION = "version"
+
+    /** The one model kind and version this app evaluates (the SDK also writes `hydra-rank/spectral-ridge` v2, not mirrored yet). */
+    const val MODEL_KIND = "hydra-rank/logrank-ridge"
+    const val MODEL_VERSION = 1
 
     /** The min_rank floor may take at most this share of the budget. */
     const val MAX_FLOOR_SHARE = 0.5
@@ -75,7 +81,20 @@ object PerfModel {
         return phi
     }
 
+    /** Refuses a model of another kind or version (one without a kind predates kinds: a logrank v1 model). */
+    fun checkKind(model: Map<String, Any?>) {
+        val kind = model[KIND] ?: MODEL_KIND
+        val version = model[VERSION] ?: if (kind == MODEL_KIND) MODEL_VERSION else null
+        if (kind != MODEL_KIND || (version as? Number)?.toDouble() != MODEL_VERSION.toDouble()) {
+            throw ConfigError(
+                "performance model kind ${Py.repr(kind)} version ${Py.repr(version)} is not one this app reads " +
+                    "($MODEL_KIND v$MODEL_VERSION); update the app, or re-plan the bundle with a hydra-rank model of that kind.",
+            )
+        }
+    }
+
     private fun weights(model: Map<String, Any?>): DoubleArray {
+        checkKind(model)
         val names = model[FEATURE_NAMES] as? List<*>
         if (names != FEATURES) throw ConfigError("performance model features ${Py.repr(names)} differ from ${Py.repr(FEATURES)}")
         val w = model[WEIGHTS] as? List<*> ?: throw ConfigError("performance model has no '$WEIGHTS' list")

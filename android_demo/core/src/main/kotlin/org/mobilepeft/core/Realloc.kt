@@ -106,6 +106,7 @@ class Reallocation(
     } else model
 
     init {
+        PerfModel.checkKind(this.model)
         if (every < 0) throw ConfigError("re-allocation every=$every steps; expected >= 0 (0 turns it off).")
     }
 

@@ -98,6 +98,9 @@ interface TrainListener {
     fun onPhase(step: Int, phase: Int) {}
     fun onCheckpoint(step: Int, dir: File) {}
     fun onRealloc(step: Int, event: Map<String, Any?>) {}
+
+    /** Accuracy on the [EvalSet]: before training (step 0; on resume the report read back from the checkpoint) and after the last step. */
+    fun onEval(step: Int, report: Evaluate.Report) {}
 }
 
 /**
@@ -166,6 +169,7 @@ class TrainingLoop(
         var evalAfter: Evaluate.Report? = null
         factory.open(from).use { trainer ->
             if (evalSet != null && from == null) evalBefore = evaluate(trainer, evalSet)
+            evalBefore?.let { listener.onEval(0, it) }
             while (step < options.steps) {
                 if (cancelled()) {
                     stop = StopReason.CANCELLED
@@ -207,6 +211,7 @@ class TrainingLoop(
             if (step > 0 && (savedStep != step || saved == null)) saved = save(trainer)
             parameters = trainer.parameters()
             if (evalSet != null && stop == StopReason.COMPLETED) evalAfter = evaluate(trainer, evalSet)
+            evalAfter?.let { listener.onEval(step, it) }
         }
         return TrainResult(
             step, losses.toList(), badSteps, stop, resumedFrom, saved, masks.map { it.copyOf() }, parameters,

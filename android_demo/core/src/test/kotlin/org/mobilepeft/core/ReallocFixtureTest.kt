@@ -1,6 +1,7 @@
 package org.mobilepeft.core
 
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertTrue
 import org.junit.Test
 
 /** The performance model, the allocation search and the re-allocation decision against fixtures/realloc.json. */
@@ -48,6 +49,26 @@ class ReallocFixtureTest {
         val k = fx["kept"].obj()
         val kept = Reallocation(model, units, budget, 5, 20, minGain = k["min_gain"].double()).decide(k["step"].int(), d["ranks"].intMap(), signals)
         assertEvent(k["event"].obj(), kept.event(budget))
+    }
+
+    @Test
+    fun modelsOfAnotherKindOrVersionAreRefused() {
+        for (case in fx["refused"].list()) {
+            @Suppress("UNCHECKED_CAST")
+            val bad = case.obj()["model"] as Map<String, Any?>
+            val message = case.obj()["message"].str()
+            for (attempt in listOf<() -> Unit>(
+                { Reallocation(bad, units, budget, 5, 20) },
+                { PerfModel.proposeAllocation(signals, bad, units, budget) },
+            )) {
+                try {
+                    attempt()
+                    throw AssertionError("model ${Json.dumps(bad)} was accepted")
+                } catch (e: ConfigError) {
+                    assertTrue("'${e.message}' lacks '$message'", e.message!!.contains(message))
+                }
+            }
+        }
     }
 
     private fun assertEvent(expected: Map<*, *>, actual: Map<String, Any?>) {

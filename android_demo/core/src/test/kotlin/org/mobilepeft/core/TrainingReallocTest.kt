@@ -216,10 +216,16 @@ class TrainingReallocTest {
         })
         val dir = run()
         val log = Log()
+        val reported = mutableListOf<Pair<Int, Double>>()
+        val listener = object : TrainListener {
+            override fun onEval(step: Int, report: Evaluate.Report) {
+                reported += step to report.accuracy
+            }
+        }
         fun evalLoop(cancelled: () -> Boolean = { false }) = TrainingLoop(
             schedule, "bundle-e", examples = 7, batchSize = 3, batchOf = ::batchOf, options = TrainOptions(4, checkpointEvery = 2),
             store = CheckpointStore(dir), factory = TrainerFactory { from -> EvalFake(log).also { f -> if (from != null) f.trained = true } },
-            cancelled = cancelled, evalSet = evalSet,
+            cancelled = cancelled, listener = listener, evalSet = evalSet,
         )
         val first = evalLoop { log.calls == 2 }.run()
         assertEquals(0.0, first.evalBefore!!.accuracy, 0.0)
@@ -232,5 +238,7 @@ class TrainingReallocTest {
         assertEquals(7, after.examples)
         assertEquals(5.0 / 7, after.accuracy, 1e-12) // 1, 2, 4, 5, 6: the padded copies of 6 count once
         assertEquals((0.0 * 3 + 3.0 * 3 + 6.0 * 1) / 7, after.loss, 1e-12)
+        // The listener hears both reports as they happen (the resumed run re-reports the saved one).
+        assertEquals(listOf(0 to 0.0, 0 to 0.0, 4 to 5.0 / 7), reported)
     }
 }

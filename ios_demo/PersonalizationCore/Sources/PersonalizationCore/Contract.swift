@@ -1,0 +1,1 @@
+../../../MobilePeftDemo/Contract.swift
