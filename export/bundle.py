@@ -48,6 +48,7 @@ from mobile_peft.quant import QuantLinear, check_quant_mode, quantize_model
 from mobile_peft.train.job import make_adapter_config
 
 from .formats import FORMATS, ExportJob, OptimizerDefaults
+from .memory_bound import adapter_step_terms, memory_bound
 from .wrappers import mask_slots
 
 __all__ = ["BundleResult", "export_bundle", "prepare_model", "zip_bundle"]
@@ -278,9 +279,12 @@ def export_bundle(
     optimizer = copy.deepcopy(exporter.default_optimizer)
     if lr is not None:
         optimizer.lr = lr
-    methods, files = exporter.export(ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers))
+    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers)
+    methods, files = exporter.export(job)
     save_tokenizer(tokenizer, out)
     manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, optimizer)
+    terms = (exporter.step_terms or adapter_step_terms)(job)
+    manifest[Key.MEMORY_BOUND] = memory_bound(job, manifest[Key.BACKBONE][contract.BackboneKey.TOTAL_BYTES], terms, manifest[Key.OPTIMIZER])
     write_manifest(out, manifest, [*files, contract.TOKENIZER_FILE])
     seconds = time.perf_counter() - start
     sizes = {name: size_of(out / name) for name in [*files, contract.TOKENIZER_FILE, contract.MANIFEST_FILE]}

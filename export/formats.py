@@ -71,6 +71,9 @@ class ExportFormat:
     default_optimizer: OptimizerDefaults
     require: Callable[[], None]  # raises MissingExtraError when the format's package is missing
     export: Callable[[ExportJob], tuple[dict[str, Any], list[str]]]  # -> (methods section, files)
+    # -> (trainable bytes, activation bytes) of the phone's training step, for the manifest's
+    # memory_bound; None: adapters inside the backbone (memory_bound.adapter_step_terms)
+    step_terms: Callable[[ExportJob], tuple[int, int]] | None = None
 
 
 FORMATS: Registry[ExportFormat] = Registry("export format")
@@ -204,6 +207,14 @@ def _export_coreml(job: ExportJob) -> tuple[dict[str, Any], list[str]]:
     return info["methods"], info["files"]
 
 
+def _coreml_step_terms(job: ExportJob) -> tuple[int, int]:
+    from mobile_peft.data import DIGIT_NAMES
+
+    from .memory_bound import head_step_terms
+
+    return head_step_terms(job, len(job.answers or DIGIT_NAMES))  # the head's answers (export_coreml's default)
+
+
 FORMATS.register(contract.FORMAT_PTE)(
     ExportFormat(contract.FORMAT_PTE, OptimizerDefaults("sgd", 5e-2), _require_pte, _export_pte)
 )
@@ -212,5 +223,5 @@ FORMATS.register(contract.FORMAT_ONNX)(
     ExportFormat(contract.FORMAT_ONNX, OptimizerDefaults("adamw", 3e-3), _require_onnx, _export_onnx)
 )
 FORMATS.register(contract.FORMAT_COREML)(
-    ExportFormat(contract.FORMAT_COREML, OptimizerDefaults("sgd", 1e-2), _require_coreml, _export_coreml)
+    ExportFormat(contract.FORMAT_COREML, OptimizerDefaults("sgd", 1e-2), _require_coreml, _export_coreml, _coreml_step_terms)
 )

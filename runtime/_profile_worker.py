@@ -6,6 +6,11 @@ batch) is loaded first; then the baseline RSS is read and the peak-RSS counter r
 (``/proc/self/clear_refs`` <- 5), so ``peak - baseline`` is what loading and training the bundle
 costs. The process is pinned to ``K`` cores (``sched_setaffinity``) and the runtime's thread pool
 is sized to ``K``.
+
+With ``--hold`` (``mobile-peft profile --emulate``, :mod:`.emulate`) it talks to its parent on
+stdin/stdout: once everything before the bundle is loaded it prints ``ready`` and waits for a line
+on stdin (the parent then holds it to the device's budget), and it prints ``step N`` after each
+step, so a parent whose child was killed knows how far it got.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hold", action="store_true", help="Print 'ready', wait for a line on stdin; print 'step N'.")
     args = p.parse_args(argv)
 
     cores = sorted(os.sched_getaffinity(0))[: max(1, args.threads)]
@@ -63,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     examples = load_dataset("digits", "train", limit=encoder.batch_size)
     batch = encoder.batch(examples)
     masks = bundle.schedule.phase_masks(0)
+    if args.hold:
+        print("ready", flush=True)
+        if not sys.stdin.readline():  # the parent is gone: nobody holds this process to a budget
+            return 1
 
     baseline = _status_bytes("VmRSS")
     peak_reset = _reset_peak()
@@ -77,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         engine.step()
         times.append(time.perf_counter() - t)
         rss.append(_status_bytes("VmRSS"))
+        if args.hold:
+            print(f"step {len(times)}", flush=True)
     result = {
         "baseline_rss_bytes": baseline,
         "after_load_rss_bytes": after_load,

@@ -11,6 +11,11 @@
   state, activations (``pte``: planned training arena minus adapters, gradients and inputs;
   ``onnx``: measured growth minus the rest, as ONNX Runtime plans nothing ahead -- so it also holds
   what ORT materialises for the backward, e.g. the fp32 dequantised copies of int8 weights).
+* **lower bound** (``memory_bound`` in the manifest, written at export time; absent from bundles
+  exported before it was recorded): quantised backbone + trainable tensors x (weights + gradients +
+  optimiser states) + the activations the backward must keep (``export/memory_bound.py`` says how
+  they are counted); ``ratio_to_bound`` = measured peak growth / the bound. A bundle this runtime
+  cannot train (``coreml``: its head trains with ``MLUpdateTask`` on iOS) gets the bound only.
 * **verdict**: measured peak growth against ``app_budget_bytes``; the largest batch size and text
   length that fit, extrapolating the activation bytes linearly (per example, per token; attention's
   quadratic terms make the sequence estimate optimistic for long sequences).
@@ -31,13 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from mobile_peft.core import contract
-from mobile_peft.core.contract import BackboneKey, MethodKey, ModelKey, OptimizerKey
+from mobile_peft.core.contract import BackboneKey, MemoryBoundKey, MethodKey, ModelKey
 from mobile_peft.core.errors import MobilePeftError
+from mobile_peft.core.manifest import optimizer_states
 
 from .bundle import Bundle
 from .devices import get_device
 
-__all__ = ["planned_memory", "profile_bundle"]
+__all__ = ["TRAINED_FORMATS", "bound_report", "planned_memory", "profile_bundle", "ratio_to_bound"]
+
+TRAINED_FORMATS = (contract.FORMAT_PTE, contract.FORMAT_ONNX)  # what this runtime trains (engine.py)
 
 _INPUT_DTYPE_BYTES = {"float32": 4, "int64": 8, "float16": 2, "int32": 4}
 
@@ -129,10 +137,38 @@ def memory_estimate(bundle: Bundle, device: str = "host") -> dict[str, Any] | No
             "max_batch_size": max_batch, "max_sequence_length": max_seq, "advice": advice}
 
 
+def ratio_to_bound(peak_growth_bytes: int | None, bound: dict[str, Any] | None) -> float | None:
+    """Measured peak growth over the manifest's lower bound (None without either)."""
+    if peak_growth_bytes is None or not bound or not bound[MemoryBoundKey.TOTAL_BYTES]:
+        return None
+    return round(peak_growth_bytes / bound[MemoryBoundKey.TOTAL_BYTES], 3)
+
+
+def bound_report(bundle: Bundle) -> dict[str, Any]:
+    """The bundle's identity and its recorded lower bound (what every profile report starts from)."""
+    bound = bundle.manifest.memory_bound
+    return {
+        "bundle": str(bundle.path),
+        "format": bundle.format,
+        "model": bundle.manifest.model[ModelKey.NAME],
+        "quant": bundle.manifest.backbone[BackboneKey.QUANT],
+        "batch_size": bundle.input_spec.batch_size,
+        "sequence_length": bundle.input_spec.sequence_length,
+        "lower_bound": bound,
+        "lower_bound_bytes": bound[MemoryBoundKey.TOTAL_BYTES] if bound else None,
+    }
+
+
 def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int = 5) -> dict[str, Any]:
     """Everything ``mobile-peft profile`` prints (see the module docstring); sizes in bytes."""
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
     profile = get_device(device)
+    if bundle.format not in TRAINED_FORMATS:
+        return {**bound_report(bundle), "device": profile.name, "device_display_name": profile.display_name,
+                "app_budget_bytes": profile.app_budget_bytes, "measured": False, "peak_growth_bytes": None,
+                "ratio_to_bound": None,
+                "notes": f"a {bundle.format} bundle does not train in this runtime (its head trains with MLUpdateTask "
+                         "on iOS): the lower bound only, nothing measured."}
     host_cores = len(os.sched_getaffinity(0))
     threads = max(1, min(profile.training_threads, host_cores))
     plan = planned_memory(bundle)
@@ -140,12 +176,7 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     growth = measured["peak_rss_bytes"] - measured["baseline_rss_bytes"]
 
     adapters = 4 * sum(t.numel for t in bundle.trainable)
-    opt_name = bundle.optimizer[OptimizerKey.NAME]
-    optimizer = (
-        8 * adapters // 4
-        if opt_name == "adamw"
-        else (adapters if float(bundle.optimizer.get(OptimizerKey.MOMENTUM, 0) or 0) else 0)
-    )
+    optimizer = optimizer_states(bundle.optimizer) * adapters
     backbone = int(bundle.manifest.backbone[BackboneKey.TOTAL_BYTES])
     inputs = _input_bytes(bundle)
     if plan is not None:
@@ -169,16 +200,13 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
     max_batch, max_seq = _what_fits(max(growth - activations, 0), activations, budget, batch, seq)
     image_tokens = seq - text_len
     step_s = sorted(measured["step_seconds"][1:] or measured["step_seconds"])
+    bounds = bound_report(bundle)
     return {
-        "bundle": str(bundle.path),
-        "format": bundle.format,
-        "model": bundle.manifest.model[ModelKey.NAME],
-        "quant": bundle.manifest.backbone[BackboneKey.QUANT],
+        **bounds,
         "device": profile.name,
         "device_display_name": profile.display_name,
         "app_budget_bytes": budget,
-        "batch_size": batch,
-        "sequence_length": seq,
+        "measured": True,
         "planned": plan,
         "planned_total_bytes": planned_total,
         "baseline_rss_bytes": measured["baseline_rss_bytes"],
@@ -187,6 +215,7 @@ def profile_bundle(bundle: str | Path | Bundle, device: str = "host", steps: int
         "ru_maxrss_bytes": measured["ru_maxrss_bytes"],
         "peak_growth_bytes": growth,
         "growth_over_planned": round(growth / planned_total, 3) if planned_total else None,
+        "ratio_to_bound": ratio_to_bound(growth, bounds["lower_bound"]),
         "breakdown": breakdown,
         "threads": threads,
         "step_seconds_median": step_s[len(step_s) // 2],

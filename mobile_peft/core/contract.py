@@ -108,7 +108,7 @@ def mask_input_name(module: str, slot: str) -> str:
 
 # -- manifest keys ------------------------------------------------------------------------------
 class Key:
-    """Top-level manifest keys (all required)."""
+    """Top-level manifest keys (all required but those in ``OPTIONAL_SECTIONS``)."""
 
     SCHEMA = "schema"
     SCHEMA_VERSION = "schema_version"
@@ -123,6 +123,7 @@ class Key:
     OPTIMIZER = "optimizer"
     BACKBONE = "backbone"
     FILES = "files"
+    MEMORY_BOUND = "memory_bound"  # optional: bundles written before it stay valid
 
 
 class ModelKey:
@@ -253,6 +254,23 @@ class BackboneKey:
     TOTAL_BYTES = "total_bytes"
 
 
+class MemoryBoundKey:
+    """The optional ``memory_bound`` section: the training step's memory lower bound at the
+    bundle's batch size, by term, written at export time (``export/memory_bound.py``).
+    ``total_bytes = backbone_bytes + trainable_bytes + gradient_bytes + optimizer_state_bytes +
+    activation_bytes``."""
+
+    TOTAL_BYTES = "total_bytes"
+    BACKBONE_BYTES = "backbone_bytes"  # the frozen weights as stored (quantised)
+    TRAINABLE_BYTES = "trainable_bytes"  # the tensors the phone trains
+    GRADIENT_BYTES = "gradient_bytes"  # one gradient per trainable tensor
+    OPTIMIZER_STATE_BYTES = "optimizer_state_bytes"  # trainable_bytes x optimizer_states
+    OPTIMIZER_STATES = "optimizer_states"  # state tensors per trainable tensor: SGD 0, momentum 1, AdamW 2
+    ACTIVATION_BYTES = "activation_bytes"  # what the backward keeps (eager saved tensors, unique storages)
+    BATCH_SIZE = "batch_size"
+    COUNTED_BY = "counted_by"  # how the activations were counted
+
+
 class FileKey:
     PATH = "path"
     SHA256 = "sha256"
@@ -263,7 +281,8 @@ def _values(cls: type) -> tuple[str, ...]:
     return tuple(v for k, v in vars(cls).items() if k.isupper())
 
 
-REQUIRED_KEYS = _values(Key)
+OPTIONAL_SECTIONS = (Key.MEMORY_BOUND,)
+REQUIRED_KEYS = tuple(k for k in _values(Key) if k not in OPTIONAL_SECTIONS)
 # Required keys inside sections (the ones a phone reads).
 MODEL_KEYS = (
     ModelKey.NAME,
@@ -300,6 +319,7 @@ MASK_INPUT_KEYS = _values(MaskInputKey)
 FILE_KEYS = _values(FileKey)
 OPTIMIZER_KEYS = (OptimizerKey.NAME, OptimizerKey.LR)
 BACKBONE_KEYS = _values(BackboneKey)
+MEMORY_BOUND_KEYS = _values(MemoryBoundKey)
 # Required keys of the methods section, per format.
 METHOD_KEYS = {
     FORMAT_PTE: (MethodKey.TRAIN, MethodKey.EVAL, MethodKey.PROGRAM, MethodKey.TRAINABLE_DATA),

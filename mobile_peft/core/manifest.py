@@ -28,6 +28,8 @@ __all__ = [
     "Trainable",
     "file_entry",
     "manifest_problems",
+    "memory_bound_section",
+    "optimizer_states",
     "read_manifest",
     "sha256_of",
     "size_of",
@@ -109,6 +111,7 @@ class Manifest:
     backbone: dict[str, Any]
     files: list[dict[str, Any]]
     raw: dict[str, Any]
+    memory_bound: dict[str, Any] | None = None  # optional section (contract.MemoryBoundKey)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str | Path = "manifest") -> Self:
@@ -135,10 +138,50 @@ class Manifest:
             backbone=d[Key.BACKBONE],
             files=d[Key.FILES],
             raw=d,
+            memory_bound=d.get(Key.MEMORY_BOUND),
         )
 
     def slot_pairs(self) -> dict[tuple[str, str], dict[str, Trainable]]:
         return slot_pairs(self.trainable)
+
+
+# -- memory lower bound ----------------------------------------------------------------------------
+def optimizer_states(optimizer: dict[str, Any]) -> int:
+    """State tensors the optimiser keeps per trainable tensor: AdamW 2 (first and second moments),
+    SGD with momentum 1, plain SGD 0."""
+    if optimizer[contract.OptimizerKey.NAME] == "adamw":
+        return 2
+    return 1 if float(optimizer.get(contract.OptimizerKey.MOMENTUM) or 0) else 0
+
+
+def memory_bound_section(
+    backbone_bytes: int, trainable_bytes: int, activation_bytes: int, optimizer: dict[str, Any], batch_size: int,
+    counted_by: str,
+) -> dict[str, Any]:
+    """The manifest's ``memory_bound`` (:class:`~.contract.MemoryBoundKey`): frozen backbone as
+    stored + trainable tensors x (weights + gradients + optimiser states) + saved activations."""
+    K = contract.MemoryBoundKey
+    states = optimizer_states(optimizer)
+    terms = {K.BACKBONE_BYTES: int(backbone_bytes), K.TRAINABLE_BYTES: int(trainable_bytes),
+             K.GRADIENT_BYTES: int(trainable_bytes), K.OPTIMIZER_STATE_BYTES: states * int(trainable_bytes),
+             K.ACTIVATION_BYTES: int(activation_bytes)}
+    return {K.TOTAL_BYTES: sum(terms.values()), **terms, K.OPTIMIZER_STATES: states, K.BATCH_SIZE: int(batch_size),
+            K.COUNTED_BY: counted_by}
+
+
+def _memory_bound_problems(manifest: dict[str, Any]) -> list[str]:
+    section = manifest.get(Key.MEMORY_BOUND)
+    if not isinstance(section, dict):
+        return []  # absent (older bundles), or reported with the top-level types
+    K = contract.MemoryBoundKey
+    problems = _missing(section, contract.MEMORY_BOUND_KEYS, Key.MEMORY_BOUND)
+    if problems:
+        return problems
+    terms = (K.BACKBONE_BYTES, K.TRAINABLE_BYTES, K.GRADIENT_BYTES, K.OPTIMIZER_STATE_BYTES, K.ACTIVATION_BYTES)
+    total = sum(section[k] for k in terms)
+    if section[K.TOTAL_BYTES] != total:
+        problems.append(f"{Key.MEMORY_BOUND}.{K.TOTAL_BYTES} is {section[K.TOTAL_BYTES]}; expected the sum of its terms, {total}")
+    return problems
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -351,6 +394,7 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
     problems += _list_of_objects(manifest, Key.TRAINABLE, contract.TRAINABLE_KEYS)
     problems += _list_of_objects(manifest, Key.FILES, contract.FILE_KEYS)
     problems += _methods_problems(manifest)
+    problems += _memory_bound_problems(manifest)
     if problems:  # the semantic checks below read these sections as typed
         return problems
     problems += _schedule_problems(manifest)

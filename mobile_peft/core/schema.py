@@ -77,6 +77,7 @@ def manifest_schema() -> dict[str, Any]:
             Key.RANK_SCHEDULE: schedule,
             Key.OPTIMIZER: _object(Key.OPTIMIZER, contract.OPTIMIZER_KEYS),
             Key.BACKBONE: _object(Key.BACKBONE, contract.BACKBONE_KEYS),
+            Key.MEMORY_BOUND: _object(Key.MEMORY_BOUND, contract.MEMORY_BOUND_KEYS),
             Key.FILES: {"type": "array", "items": _object(Key.FILES, contract.FILE_KEYS)},
         },
         "allOf": methods_by_format,

@@ -53,3 +53,21 @@ def test_profile_of_an_onnx_bundle_measures_without_a_plan(onnx_bundle):
     assert report["planned"] is None and report["growth_over_planned"] is None
     assert report["peak_growth_bytes"] > 0 and report["breakdown"]["optimizer_state_bytes"] == 2 * report["breakdown"]["adapter_bytes"]
     assert FIELDS <= set(report)
+
+
+def test_profile_reports_the_bound_recorded_at_export(onnx_bundle, capsys):
+    """The lower bound comes from the manifest (the same for every run and format), the ratio is
+    the measured growth over it; bundles written before the bound get n/a."""
+    from mobile_peft.cli.profile import bound_rows
+    from mobile_peft.core.manifest import Manifest, validate_bundle
+    from mobile_peft.runtime.profile import profile_bundle
+
+    report = profile_bundle(onnx_bundle, "host", steps=2)
+    bound = validate_bundle(onnx_bundle).memory_bound
+    assert report["lower_bound"] == bound and report["lower_bound_bytes"] == bound["total_bytes"] > 0
+    assert report["ratio_to_bound"] == round(report["peak_growth_bytes"] / bound["total_bytes"], 3)
+    names = [name for name, _ in bound_rows(report)]
+    assert names[0] == "lower bound" and names[-1] == "peak growth / lower bound"
+    old = {k: v for k, v in validate_bundle(onnx_bundle).raw.items() if k != "memory_bound"}
+    assert Manifest.from_dict(old).memory_bound is None
+    assert "n/a" in bound_rows({"lower_bound": None})[0][1]
