@@ -23,6 +23,20 @@ data supports; the ridge strength is chosen by leave-one-out error over the prob
 ``u_i * (log(2 + r) - log(1 + r))`` with ``u_i = -(w_g(i) + w_depth * d_i) * s_i`` (a loss
 decrease), and the allocation maximises the summed utility under the budget greedily (utility
 per parameter; concave gains make greedy optimal up to one rank).
+
+A second kind, ``hydra-rank/spectral-ridge`` (:func:`fit_spectral_model`), reads each unit's
+gradient spectrum instead of one signal: ``sigma_ik^2``, the squared singular values of the unit's
+up-projection gradient summed over a few batches with every rank column open
+(:func:`~mobile_peft.core.realloc.gradient_spectrum`; with random ``down`` rows that gradient is a
+random sketch of the frozen weight's gradient). The first-order loss decrease a rank-``r`` update
+can buy is about ``sum_{k<=r} sigma_k^2``, concave in ``r``, so the features are the shares of
+gradient energy a configuration captures per group and the fit and the greedy search are the same
+as above (the marginal gain of rank ``r + 1`` is ``-w_g * sigma_{r+1}^2 / Z``). Measured out of
+sample on the ``tiny`` rank setup (:mod:`mobile_peft.bench.perf_model`, 3 tasks x 3 seeds, 6
+probes fitted, 10 held-out configurations) it ranks them no better than the log-rank model
+(Spearman LoRA +0.46 vs +0.45, Hydra +0.63 vs +0.67; benchmarks/results/perf_model.md), so
+``hydra-rank`` keeps the log-rank model; on-device re-allocation reads log-rank models only (its
+per-step signals are RMS values).
 """
 
 from __future__ import annotations
@@ -37,14 +51,22 @@ from .schedule import BUDGET_TOLERANCE
 from .units import module_place, split_unit
 
 __all__ = [
-    "GROUPS",
     "FEATURES",
+    "GROUPS",
+    "MODEL_KIND",
+    "SPECTRAL_KIND",
+    "SPECTRAL_VERSION",
+    "check_model",
     "features",
     "fit_performance_model",
+    "fit_ridge_with_prior",
+    "fit_spectral_model",
     "greedy_fill",
+    "marginal_gains",
     "predict_loss",
     "propose_allocation",
     "spearman",
+    "spectral_features",
     "unit_group",
 ]
 
@@ -171,41 +193,65 @@ def _loo_spearman(configs, y, signals, units, ridge) -> float:
 
 
 def _fit_core(configs, losses, signals, units, ridge) -> dict[str, Any]:
-    """The fit itself (see the module docstring): shared slope ``a``, then ridge corrections."""
     x = np.stack([features(c, signals, units) for c in configs])
+    return {**fit_ridge_with_prior(x, losses, len(GROUPS), ridge), "feature_names": list(FEATURES)}
+
+
+def fit_ridge_with_prior(x: np.ndarray, losses: Sequence[float], shared: int, ridge: float) -> dict[str, Any]:
+    """The fit of both model kinds: ``x [probes, features]``; a single non-positive slope ``a``
+    on the sum of the first ``shared`` features (every group equally useful: the prior), then
+    ridge-regularised corrections ``w = prior + delta`` (``ridge`` relative to the features'
+    mean variance; ``inf`` keeps the prior)."""
     y = np.asarray(losses, dtype=float)
-    total = x[:, : len(GROUPS)].sum(axis=1)
+    total = x[:, :shared].sum(axis=1)
     tc, yc = total - total.mean(), y - y.mean()
     a = min(float((tc @ yc) / (tc @ tc)) if tc @ tc > 1e-12 else 0.0, 0.0)
-    prior = np.array([a] * len(GROUPS) + [0.0])
+    prior = np.array([a] * shared + [0.0] * (x.shape[1] - shared))
     if math.isinf(ridge):
         return {
             "weights": [float(v) for v in prior],
             "intercept": float(y.mean() - x.mean(axis=0) @ prior),
             "prior_slope": a,
-            "feature_names": list(FEATURES),
         }
     xc = x - x.mean(axis=0)
     lam = ridge * (np.trace(xc.T @ xc) / x.shape[1] + 1e-12)
     w = prior + np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (yc - xc @ prior))
     b = float(y.mean() - x.mean(axis=0) @ w)
-    return {
-        "weights": [float(v) for v in w],
-        "intercept": b,
-        "prior_slope": a,
-        "feature_names": list(FEATURES),
-    }
+    return {"weights": [float(v) for v in w], "intercept": b, "prior_slope": a}
 
 
 def predict_loss(
     model: Mapping[str, Any],
     ranks: Mapping[str, int],
-    signals: Mapping[str, float],
+    signals: Mapping[str, Any],
     units: Mapping[str, Unit],
 ) -> float:
-    if list(model["feature_names"]) != list(FEATURES):
-        raise ValueError(f"performance model features {model['feature_names']} differ from {list(FEATURES)}")
-    return float(model["intercept"] + np.dot(model["weights"], features(ranks, signals, units)))
+    """Predicted validation loss of ``ranks``. ``signals``: what the model's kind reads per unit
+    (``logrank``: one gradient signal; ``spectral``: the squared singular values of the unit's
+    gradient sketch, see :func:`~mobile_peft.core.realloc.gradient_spectrum`)."""
+    featurise, names = _kind(model)
+    if list(model["feature_names"]) != list(names):
+        raise ValueError(f"performance model features {model['feature_names']} differ from {list(names)}")
+    return float(model["intercept"] + np.dot(model["weights"], featurise(ranks, signals, units)))
+
+
+def check_model(model: Mapping[str, Any]) -> str:
+    """The model's ``kind`` (a model without one is a ``logrank`` model written before kinds
+    existed); an unknown kind or version raises ``ValueError``."""
+    _kind(model)
+    return str(model.get("kind", MODEL_KIND))
+
+
+def _kind(model: Mapping[str, Any]) -> tuple[Callable[..., np.ndarray], tuple[str, ...]]:
+    kind = model.get("kind", MODEL_KIND)
+    version = model.get("version", MODEL_VERSION if kind == MODEL_KIND else None)
+    known = {MODEL_KIND: MODEL_VERSION, SPECTRAL_KIND: SPECTRAL_VERSION}
+    if known.get(kind) != version:
+        raise ValueError(
+            f"performance model kind {kind!r} version {version!r} is not one this SDK reads "
+            f"({', '.join(f'{k} v{v}' for k, v in known.items())}); re-plan with this SDK's hydra-rank."
+        )
+    return (features, FEATURES) if kind == MODEL_KIND else (spectral_features, GROUPS)
 
 
 def unit_utilities(
@@ -251,7 +297,7 @@ MAX_FLOOR_SHARE = 0.5
 
 
 def propose_allocation(
-    signals: Mapping[str, float],
+    signals: Mapping[str, Any],
     model: Mapping[str, Any],
     units: Mapping[str, Unit],
     budget: int,
@@ -261,10 +307,9 @@ def propose_allocation(
     ``budget`` parameters (±1%): every unit starts at ``min_rank`` (capped by its ``r_max``),
     then ranks go greedily to the best utility per parameter.
 
-    ``signals``: unit -> gradient signal (any positive scale; normalised inside).
+    ``signals``: what the model's kind reads per unit (see :func:`predict_loss`).
     ``units``: unit -> ``{"r_max": int, "params_per_rank": int}``.
     """
-    util = unit_utilities(model, signals, units)
     costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
     start = {u: min(min_rank, costs[u][0]) for u in units}
     if sum(start[u] * costs[u][1] for u in units) > budget * MAX_FLOOR_SHARE:
@@ -272,8 +317,96 @@ def propose_allocation(
         # nothing to allocate (e.g. Hydra's two slots per module at a LoRA-rank-2 budget): start
         # from zero so slots can be dropped and ranks moved where the model predicts they help.
         start = dict.fromkeys(units, 0)
-    gain = {u: (lambda r, v=util[u]: v * (math.log(2 + r) - math.log(1 + r))) for u in units}
-    return greedy_fill(gain, costs, budget, start)
+    return greedy_fill(marginal_gains(model, signals, units), costs, budget, start)
+
+
+def marginal_gains(
+    model: Mapping[str, Any], signals: Mapping[str, Any], units: Mapping[str, Unit]
+) -> dict[str, Callable[[int], float]]:
+    """unit -> ``gain(r)``: the predicted loss decrease of going from rank ``r`` to ``r + 1``
+    (concave in ``r`` for both kinds: ``log(2 + r) - log(1 + r)`` times the unit's utility, or the
+    unit's ``(r + 1)``-th squared singular value times its group's weight)."""
+    _kind(model)
+    if model.get("kind", MODEL_KIND) == MODEL_KIND:
+        util = unit_utilities(model, signals, units)
+        return {u: (lambda r, v=util[u]: v * (math.log(2 + r) - math.log(1 + r))) for u in units}
+    names = sorted(units)
+    groups, _ = _layout(names)
+    energy = _energies(signals, names, units)
+    w = np.asarray(model["weights"], dtype=float)
+    return {
+        u: (lambda r, e=energy[i], v=-float(w[groups[i]]): v * float(e[r]) if r < e.size else 0.0)
+        for i, u in enumerate(names)
+    }
+
+
+# -- the spectral model ------------------------------------------------------------------------------
+
+SPECTRAL_KIND = "hydra-rank/spectral-ridge"
+SPECTRAL_VERSION = 2
+
+
+def _energies(
+    spectra: Mapping[str, Sequence[float]], names: Sequence[str], units: Mapping[str, Unit]
+) -> list[np.ndarray]:
+    """Each unit's squared singular values (sorted, ``r_max`` of them, zero-padded) divided by the
+    total over all units: the share of the (sketched) gradient energy each rank can capture."""
+    rows = []
+    for u in names:
+        e = np.sort(np.clip(np.asarray(spectra.get(u, ()), dtype=float), 0.0, None))[::-1]
+        r_max = int(units[u]["r_max"])
+        rows.append(np.concatenate([e[:r_max], np.zeros(max(0, r_max - e.size))]))
+    total = float(sum(r.sum() for r in rows)) or 1.0
+    return [r / total for r in rows]
+
+
+def spectral_features(
+    ranks: Mapping[str, int], spectra: Mapping[str, Sequence[float]], units: Mapping[str, Unit]
+) -> np.ndarray:
+    """Per group (:data:`GROUPS`): the share of gradient energy the configuration's ranks capture,
+    ``phi_g = sum_{i in g} sum_{k <= r_i} sigma_ik^2 / sum_i sum_k sigma_ik^2``."""
+    names = sorted(units)
+    groups, _ = _layout(names)
+    energy = _energies(spectra, names, units)
+    gained = [float(e[: int(ranks.get(u, 0))].sum()) for u, e in zip(names, energy)]
+    phi = np.zeros(len(GROUPS))
+    np.add.at(phi, groups, gained)
+    return phi
+
+
+def fit_spectral_model(
+    configs: Sequence[Mapping[str, int]],
+    losses: Sequence[float],
+    spectra: Mapping[str, Sequence[float]],
+    units: Mapping[str, Unit],
+    ridge: float = 1.0,
+) -> dict[str, Any]:
+    """The spectral model fitted on probe runs (``configs[j]`` reached ``losses[j]``): predicted
+    loss ``b + w . phi`` (:func:`spectral_features`), ``w`` by :func:`fit_ridge_with_prior`."""
+    y = np.asarray(losses, dtype=float)
+    x = np.stack([spectral_features(c, spectra, units) for c in configs])
+    core = fit_ridge_with_prior(x, y, len(GROUPS), ridge)
+    model = {
+        "kind": SPECTRAL_KIND,
+        "version": SPECTRAL_VERSION,
+        "feature_names": list(GROUPS),
+        "weights": [round(float(v), 6) for v in core["weights"]],
+        "intercept": round(core["intercept"], 6),
+        "prior_slope": round(core["prior_slope"], 6),
+        "ridge": _ridge_json(ridge),
+        "signal": "grad_up_sketch_spectrum",
+    }
+    preds, held_out = [], []
+    for j in range(len(configs)):
+        rest = fit_ridge_with_prior(np.delete(x, j, axis=0), np.delete(y, j), len(GROUPS), ridge)
+        held_out.append(rest["intercept"] + float(np.dot(rest["weights"], x[j])))
+        preds.append(predict_loss(model, configs[j], spectra, units))
+    model["fit"] = {
+        "probes": len(configs),
+        "spearman_in_sample": round(spearman(preds, y), 4),
+        "spearman_loo": round(spearman(held_out, y), 4) if len(configs) >= 4 else float("nan"),
+    }
+    return model
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

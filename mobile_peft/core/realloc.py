@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .perf_model import predict_loss, propose_allocation
+from .perf_model import MODEL_KIND, check_model, predict_loss, propose_allocation
 
-__all__ = ["Decision", "RankSignals", "Reallocation", "grow_init", "rank_signal"]
+__all__ = ["Decision", "RankSignals", "Reallocation", "gradient_spectrum", "grow_init", "rank_signal"]
 
 DEFAULT_DECAY = 0.8
 DEFAULT_MIN_GAIN = 0.002
@@ -115,6 +115,16 @@ class Reallocation:
                 "on-device re-allocation needs a schedule planned by hydra-rank: it has no performance_model. "
                 "Plan with `--allocator hydra-rank` and re-export, or turn re-allocation off."
             )
+        try:
+            kind = check_model(model)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if kind != MODEL_KIND:
+            raise ConfigError(
+                f"re-allocation during training reads {MODEL_KIND} models (its signals are per-step gradient RMS "
+                f"values); this schedule's model is {kind}. Plan with the default hydra-rank model, or turn "
+                "re-allocation off."
+            )
         if every < 0:
             raise ConfigError(f"re-allocation every={every} steps; expected >= 0 (0 turns it off).")
         self.model, self.units, self.budget = dict(model), dict(units), int(budget)
@@ -143,3 +153,17 @@ def grow_init(rng: np.random.Generator, rows: int, fan_in: int) -> np.ndarray:
     kaiming_uniform(a=sqrt(5)))."""
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=(rows, fan_in)).astype(np.float32)
+
+
+def gradient_spectrum(g_up: np.ndarray) -> list[float]:
+    """Squared singular values (descending, ``min(out, r_max)`` of them) of a slot's up-projection
+    gradient ``g_up [out, r_max]`` summed over a few batches with every rank column open.
+
+    Why it measures what a rank buys: for ``y = W0 x + s * up @ diag(m) @ down @ x``,
+    ``d loss / d up = s * G @ down.T * m`` with ``G [out, fan_in]`` the gradient of the frozen
+    weight; with ``m = 1`` and random ``down`` rows this is a random sketch of ``G`` whose spectrum
+    tracks ``G``'s, and the first-order loss decrease a rank-``r`` update can buy is about the sum of
+    ``G``'s top ``r`` squared singular values (concave in ``r``). Opening a column whose ``up`` column
+    is zero leaves the forward pass unchanged (Hydra's sequential branch: the same, on ``h``)."""
+    g = np.asarray(g_up, dtype=np.float64)
+    return [float(v) for v in np.square(np.linalg.svd(g, compute_uv=False))]

@@ -114,3 +114,53 @@ def test_ridge_chosen_by_leave_one_out(adapted):
     assert len(set(noise["weights"][: len(pm.GROUPS)])) == 1 and noise["weights"][-1] == 0.0
     assert min(noise["ridge_selection"]["loo_mse"]) == noise["ridge_selection"]["loo_mse"][-1]
     json.loads(json.dumps(noise))  # no infinity in the serialised model
+
+
+# -- the spectral model --------------------------------------------------------------------------------
+
+SPECTRAL_TRUE = {
+    "kind": pm.SPECTRAL_KIND,
+    "version": 2,
+    "feature_names": list(pm.GROUPS),
+    "weights": [-0.5, -2.0, -0.2, -1.0, -3.0],
+    "intercept": 2.0,
+}
+
+
+def test_spectral_model_recovers_a_known_model_and_its_search_is_budgeted(adapted):
+    units = _units(adapted("lora", 8))
+    rng, _, budget, configs = _synthetic_probes(units, seed=2, n=10)
+    spectra = {u: sorted(rng.uniform(0, 1, 8) ** 3, reverse=True) for u in units}
+    losses = [pm.predict_loss(SPECTRAL_TRUE, c, spectra, units) + rng.normal(0, 1e-4) for c in configs]
+    model = pm.fit_spectral_model(configs, losses, spectra, units, ridge=0.01)
+    assert model["kind"] == pm.SPECTRAL_KIND and json.loads(json.dumps(model)) == model
+    assert model["fit"]["spearman_in_sample"] >= 0.9 and model["fit"]["spearman_loo"] >= 0.7
+    best = pm.propose_allocation(spectra, model, units, budget)
+    assert abs(sum(best[u] * units[u]["params_per_rank"] for u in units) - budget) <= 0.01 * budget
+    assert pm.predict_loss(SPECTRAL_TRUE, best, spectra, units) <= min(losses) + 1e-3
+
+
+def test_spectral_features_are_captured_energy_shares_and_gains_are_concave():
+    units = {
+        "language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 3, "params_per_rank": 4},
+        "language_model.model.layers.0.self_attn.q_proj::lora": {"r_max": 3, "params_per_rank": 4},
+    }
+    spectra = {
+        "language_model.model.layers.0.mlp.up_proj::lora": [1.0, 4.0, 0.0],  # sorted inside
+        "language_model.model.layers.0.self_attn.q_proj::lora": [3.0, 2.0],
+    }  # padded to r_max
+    phi = pm.spectral_features(dict.fromkeys(units, 1), spectra, units)
+    assert phi.tolist() == pytest.approx([0, 0, 0, 0.3, 0.4])
+    model = {**SPECTRAL_TRUE, "weights": [-1.0] * 5}
+    gains = pm.marginal_gains(model, spectra, units)
+    g = [gains["language_model.model.layers.0.mlp.up_proj::lora"](r) for r in range(4)]
+    assert g == pytest.approx([0.4, 0.1, 0.0, 0.0])
+
+
+def test_an_unknown_model_kind_or_version_is_refused():
+    units = {"language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 2, "params_per_rank": 4}}
+    for bad in ({**SPECTRAL_TRUE, "version": 3}, {**SPECTRAL_TRUE, "kind": "hydra-rank/other"}):
+        with pytest.raises(ValueError, match="not one this SDK reads"):
+            pm.predict_loss(bad, {}, {}, units)
+        with pytest.raises(ValueError, match="not one this SDK reads"):
+            pm.propose_allocation({}, bad, units, 8)

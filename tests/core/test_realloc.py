@@ -24,16 +24,31 @@ def _setup():
     modules = model_slots(model)
     first = {m: {"lora": 2 if m.endswith("v_proj") else 3} for m in modules}
     budget = sum(r["lora"] * modules[m]["lora"]["params_per_rank"] for m, r in first.items())
-    model_json = {"kind": perf_model.MODEL_KIND, "version": perf_model.MODEL_VERSION, "feature_names": list(perf_model.FEATURES),
-                  "weights": [-0.5, -0.5, -0.5, -2.0, -0.5, 1.5], "intercept": 3.0, "min_rank": 1}
-    schedule = RankSchedule("hydra-rank", "lora", budget, modules, [Phase(0, first)], performance_model=model_json,
-                            mask_inputs=[MaskInput(m, "lora", 4) for m in modules])
+    model_json = {
+        "kind": perf_model.MODEL_KIND,
+        "version": perf_model.MODEL_VERSION,
+        "feature_names": list(perf_model.FEATURES),
+        "weights": [-0.5, -0.5, -0.5, -2.0, -0.5, 1.5],
+        "intercept": 3.0,
+        "min_rank": 1,
+    }
+    schedule = RankSchedule(
+        "hydra-rank",
+        "lora",
+        budget,
+        modules,
+        [Phase(0, first)],
+        performance_model=model_json,
+        mask_inputs=[MaskInput(m, "lora", 4) for m in modules],
+    )
     schedule.apply(model, 0)
     trainable = []
     for path, layer in adapter_layers(model).items():
         slot = layer.rank_slots()["lora"]
         for param, role in ((slot.down, "down"), (slot.up, "up")):
-            trainable.append(Trainable(f"{path}.{param}", path, "lora", role, param, tuple(getattr(layer, param).shape)))
+            trainable.append(
+                Trainable(f"{path}.{param}", path, "lora", role, param, tuple(getattr(layer, param).shape))
+            )
     return model, schedule, trainable
 
 
@@ -41,7 +56,9 @@ def test_authoring_and_runtime_reallocate_identically():
     model, schedule, trainable = _setup()
     total, every = 10, 3
     authoring_schedule = RankSchedule.from_dict(schedule.to_dict())
-    authoring = HydraRankReallocator(authoring_schedule, every, total, min_gain=realloc.DEFAULT_MIN_GAIN, seed=5)
+    authoring = HydraRankReallocator(
+        authoring_schedule, every, total, min_gain=realloc.DEFAULT_MIN_GAIN, seed=5
+    )
     phone = Reallocator(schedule, schedule.performance_model, trainable, every, total, seed=5)
     layers = adapter_layers(model)
     params = {t.name: getattr(layers[t.module], t.param).detach().numpy().copy() for t in trainable}
@@ -72,8 +89,62 @@ def test_authoring_and_runtime_reallocate_identically():
 def test_the_signal_is_the_squared_gradient_per_active_rank():
     g_down, g_up = np.ones((4, 3), np.float32), np.full((5, 4), 2.0, np.float32)
     assert realloc.rank_signal(g_down, g_up, np.array([True, True, False, False])) == (2 * 3 + 4 * 5 * 2) / 2
-    assert realloc.rank_signal(g_down, g_up, np.arange(2)) == realloc.rank_signal(g_down, g_up, np.array([1, 1, 0, 0], bool))
+    assert realloc.rank_signal(g_down, g_up, np.arange(2)) == realloc.rank_signal(
+        g_down, g_up, np.array([1, 1, 0, 0], bool)
+    )
     signals = realloc.RankSignals(decay=0.5)
     signals.observe("m::lora", 4.0)
     signals.observe("m::lora", 16.0)
     assert signals.signals() == {"m::lora": 10.0**0.5}
+
+
+def test_gradient_spectrum_is_the_squared_singular_values():
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(6, 3))
+    assert realloc.gradient_spectrum(g) == list(np.square(np.linalg.svd(g, compute_uv=False)))
+    assert realloc.gradient_spectrum(np.zeros((4, 2))) == [0.0, 0.0]
+
+
+def test_gradient_spectra_open_every_column_without_changing_the_model():
+    """The sketch pass opens the inactive columns (their up zeroed) and puts everything back;
+    the inactive columns get a non-zero sketch, so every rank of a slot has a measured worth."""
+    from mobile_peft.allocators.hydra_rank.signals import gradient_spectra
+    from mobile_peft.train.job import make_datasets
+
+    model, tokenizer = build_model("tiny", seed=0)
+    apply_adapters(model, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
+    for layer in adapter_layers(model).values():
+        layer.set_rank("lora", 2)
+        with torch.no_grad():
+            layer.lora_B.normal_()  # trained active and stale inactive columns alike
+    data, _ = make_datasets("digits:parity", tokenizer, model.config.input_spec, train_limit=16, eval_limit=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spectra = gradient_spectra(model, data, batches=2, batch_size=4, seed=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert set(spectra) == {f"{m}::lora" for m in adapter_layers(model)}
+    for values in spectra.values():
+        assert len(values) == 4 and values == sorted(values, reverse=True) and values[3] > 0
+
+
+def test_reallocation_refuses_a_model_it_cannot_feed():
+    """Training-time re-allocation feeds per-step gradient RMS values: a spectral model (which reads
+    spectra) or an unknown version is refused up front, naming what was given."""
+    import pytest
+
+    from mobile_peft.core.errors import ConfigError
+
+    units = {"language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 2, "params_per_rank": 4}}
+    spectral = {
+        "kind": perf_model.SPECTRAL_KIND,
+        "version": perf_model.SPECTRAL_VERSION,
+        "feature_names": list(perf_model.GROUPS),
+        "weights": [-1.0] * 5,
+        "intercept": 1.0,
+    }
+    with pytest.raises(ConfigError, match="spectral-ridge"):
+        realloc.Reallocation(spectral, units, 8, every=2, total_steps=8)
+    with pytest.raises(ConfigError, match="version 7"):
+        realloc.Reallocation(
+            {**spectral, "kind": perf_model.MODEL_KIND, "version": 7}, units, 8, every=2, total_steps=8
+        )

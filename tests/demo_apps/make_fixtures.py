@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from mobile_peft.core import contract  # noqa: E402
+from mobile_peft.core import contract, perf_model  # noqa: E402
 from mobile_peft.core.adapter_files import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME  # noqa: E402
 from mobile_peft.core.datasets import load_folder  # noqa: E402
 from mobile_peft.core.digits import load_digits_task  # noqa: E402
@@ -44,6 +44,7 @@ from mobile_peft.core.manifest import (  # noqa: E402
     Manifest,
     Trainable,
     manifest_problems,
+    memory_bound_section,
     sha256_of,
     size_of,
     slot_pairs,
@@ -209,6 +210,8 @@ def write_bundle(out: Path) -> Path:
         K.OPTIMIZER: {"name": "adamw", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-08, "weight_decay": 0.0},
         K.BACKBONE: {"quant": "int8", "bytes_by_dtype": {"int8": 1000, "float32": 200}, "total_bytes": 1200},
     }
+    adapter_bytes = 4 * sum(t.numel for t in trainable)
+    manifest[K.MEMORY_BOUND] = memory_bound_section(1200, adapter_bytes, 5000, manifest[K.OPTIMIZER], 2, "fixture")
     write_manifest(bundle, manifest, [contract.TOKENIZER_FILE, *onnx_files])
     validate_bundle(bundle)
     return bundle
@@ -257,7 +260,7 @@ def _delete(path: list[Any]) -> dict[str, Any]:
 
 
 def problem_cases() -> list[tuple[str, list[dict[str, Any]]]]:
-    RS, P = contract.Key.RANK_SCHEDULE, contract.ScheduleKey.PHASES
+    RS, P, MB = contract.Key.RANK_SCHEDULE, contract.ScheduleKey.PHASES, contract.Key.MEMORY_BOUND
     slots = [RS, contract.ScheduleKey.MODULES, Q, contract.ScheduleKey.SLOTS, LORA]
     return [
         ("valid", []),
@@ -400,6 +403,10 @@ def problem_cases() -> list[tuple[str, list[dict[str, Any]]]]:
         ),
         ("modules not an object", [_set([RS, contract.ScheduleKey.MODULES], [])]),
         ("phases not a list", [_set([RS, P], {"0": {}})]),
+        ("memory bound absent (older bundles)", [_delete([MB])]),
+        ("memory bound not an object", [_set([MB], 12)]),
+        ("memory bound keys", [_delete([MB, "activation_bytes"]), _set([MB, "batch_size"], 0), _set([MB, "counted_by"], 1)]),
+        ("memory bound total", [_set([MB, "total_bytes"], 7)]),
     ]
 
 
@@ -823,6 +830,16 @@ def realloc_fixture() -> dict[str, Any]:
                 "ranks_after": decision.ranks,
             },
             "kept": {"step": 15, "min_gain": 0.5, "event": kept.event(budget)},
+            # The app evaluates logrank v1 models only: a newer version, or the spectral kind (which
+            # the SDK reads but the app does not mirror yet), is refused when re-allocation starts.
+            "refused": [
+                {"model": {**model, "version": 9}, "message": "performance model kind 'hydra-rank/logrank-ridge' version 9"},
+                {
+                    "model": {**model, "kind": perf_model.SPECTRAL_KIND, "version": perf_model.SPECTRAL_VERSION, "feature_names": list(perf_model.GROUPS),
+                              "weights": model["weights"][:-1]},
+                    "message": f"performance model kind '{perf_model.SPECTRAL_KIND}' version {perf_model.SPECTRAL_VERSION}",
+                },
+            ],
             "rank_signal": signal_cases,
             "ema": {
                 "observed": [[names[0], v] for v in (0.5, 0.25, 1.0, 0.125)] + [[names[1], 2.0]],

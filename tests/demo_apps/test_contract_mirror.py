@@ -43,17 +43,21 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT_KT = ROOT / codegen.KOTLIN_FILE
 CONTRACT_SWIFT = ROOT / codegen.SWIFT_FILE
 KOTLIN_DIR = CONTRACT_KT.parent  # android_demo/core: the phone's logic, in package org.mobilepeft.core
-SWIFT_DIR = CONTRACT_SWIFT.parent
+SWIFT_DIR = ROOT / "ios_demo" / "PersonalizationCore" / "Sources" / "PersonalizationCore"  # the iOS core
 
 
 def _is_app_source(p: Path) -> bool:
-    """Production sources of both apps; the Kotlin core's unit tests read fixture JSON, not bundles,
-    and build outputs are not sources."""
+    """Production sources of both apps; the cores' unit tests (Kotlin ``src/test``, Swift ``Tests``)
+    read fixture JSON, not bundles; build outputs are not sources; a link (PersonalizationCore's
+    ``Contract.swift``) is the file it points to."""
     parts = p.relative_to(ROOT).parts
     return (
         p.suffix in {".kt", ".swift", ".mm", ".h"}
+        and not p.is_symlink()
         and "build" not in parts
+        and ".build" not in parts
         and ("src", "test") not in zip(parts, parts[1:])
+        and "Tests" not in parts
     )
 
 
@@ -65,35 +69,32 @@ APP_SOURCES = sorted(
 )
 
 # Contract strings an app file may hold, because there they key other JSON than the manifest.
-_CHECKPOINT = {
-    "format": "trainer_state.json, the app's own checkpoint record",
-    "shape": "the safetensors header the app writes",
-    "dtype": "the safetensors header the app writes",
-}
-_PREPROCESS = {
-    "model": "tokenizer.json's model section",
+_SAFETENSORS = {"shape": "the safetensors header", "dtype": "the safetensors header"}
+_TOKENIZER = {"model": "tokenizer.json's model section"}
+_DATASETS = {
     "answer": "an annotations.jsonl field",
+    "train": "a split name of load_folder",
+    "eval": "a split name of load_folder",
 }
+_REALLOC = {"budget_params": "a field of the re-allocation event (Decision.event), not the manifest's"}
 ALLOWED = {
-    "Checkpoint.swift": _CHECKPOINT,
-    "Preprocess.swift": _PREPROCESS,
-    "Safetensors.kt": {"shape": "the safetensors header", "dtype": "the safetensors header"},
-    "Tokenizer.kt": {"model": "tokenizer.json's model section"},
-    "Datasets.kt": {
-        "answer": "an annotations.jsonl field",
-        "train": "a split name of load_folder",
-        "eval": "a split name of load_folder",
-    },
+    "Safetensors.kt": _SAFETENSORS,
+    "Safetensors.swift": _SAFETENSORS,
+    "Tokenizer.kt": _TOKENIZER,
+    "Tokenizer.swift": _TOKENIZER,
+    "Datasets.kt": _DATASETS,
+    "Datasets.swift": _DATASETS,
+    "Realloc.swift": _REALLOC,
     "AdapterFiles.kt": {
         "format": "the safetensors header's format entry (PEFT's 'pt')",
         "method": "the adapter's own metadata (adapter_files.adapter_metadata)",
         "dropout": "a field of the Hydra adapter_config.json",
         "none": "the value of PEFT LoraConfig's bias field",
     },
-    "Realloc.kt": {
-        "budget_params": "a field of the re-allocation event (Decision.event), not the manifest's"
-    },
+    "Realloc.kt": _REALLOC,
+    "PerfModel.kt": {"version": "a key of the performance model's own JSON (perf_model.fit_performance_model)"},
 }
+ALLOWED["AdapterFiles.swift"] = ALLOWED["AdapterFiles.kt"]
 
 
 def _camel(upper_snake: str) -> str:
@@ -351,9 +352,9 @@ def test_the_scan_sees_the_apps():
         "EtTrainer.kt",
         "MainActivity.kt",
     } <= names  # core + app
-    assert {"Manifest.swift", "Checkpoint.swift", "EtTrainer.mm"} <= names
+    assert {"Manifest.swift", "Checkpoints.swift", "TrainingLoop.swift", "OrtTrainer.swift", "EtTrainer.mm"} <= names
     assert set(ALLOWED) <= names
-    assert not any("src/test" in p.as_posix() for p in APP_SOURCES)
+    assert not any("src/test" in p.as_posix() or "/Tests/" in p.as_posix() for p in APP_SOURCES)
 
 
 def spelled_contract_strings(path: Path, allowed: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -414,7 +415,7 @@ def test_every_contract_reference_in_the_apps_exists():
 # -- schema 2 -------------------------------------------------------------------------------------
 # The Kotlin core parses a manifest in four files (checks, typed reading, schedule, input spec).
 MANIFEST_KT = [KOTLIN_DIR / n for n in ("Manifest.kt", "ManifestReader.kt", "Schedule.kt", "Spec.kt")]
-MANIFEST_SWIFT = [SWIFT_DIR / "Manifest.swift"]
+MANIFEST_SWIFT = [SWIFT_DIR / n for n in ("Manifest.swift", "ManifestChecks.swift", "ManifestReader.swift", "Schedule.swift", "Spec.swift")]
 
 
 def _refs(paths: list[Path]) -> set[str]:
@@ -509,12 +510,13 @@ def test_the_sdk_writes_exactly_the_keys_the_contract_names():
     spec = m[K.Key.INPUT_SPEC]
     assert set(K.INPUT_SPEC_KEYS) <= set(spec) <= values(K.InputSpecKey)
     assert set(spec[K.InputSpecKey.TOKEN_IDS]) == set(K.TOKEN_ID_KEYS)
-    assert set(m) == set(K.REQUIRED_KEYS)
+    assert set(m) == set(K.REQUIRED_KEYS) | set(K.OPTIONAL_SECTIONS)
+    assert set(m[K.Key.MEMORY_BOUND]) == set(K.MEMORY_BOUND_KEYS) == values(K.MemoryBoundKey)
 
 
 # -- preprocessing constants ------------------------------------------------------------------------
 _KT_CONST = re.compile(r'^\s*const val ([A-Z][A-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"', re.M)
-_SWIFT_CONST = re.compile(r'^\s*static let ([a-z][A-Za-z0-9]*)\s*=\s*"((?:[^"\\]|\\.)*)"', re.M)
+_SWIFT_CONST = re.compile(r'^\s*(?:public )?static let ([a-z][A-Za-z0-9]*)\s*=\s*"((?:[^"\\]|\\.)*)"', re.M)
 
 
 def test_preprocessing_constants_match_the_sdk():
@@ -533,13 +535,13 @@ def test_preprocessing_constants_match_the_sdk():
     kt = dict(
         _KT_CONST.findall((KOTLIN_DIR / "Spec.kt").read_text() + (KOTLIN_DIR / "Datasets.kt").read_text())
     )
-    swift = dict(_SWIFT_CONST.findall((SWIFT_DIR / "Preprocess.swift").read_text()))
+    swift = dict(_SWIFT_CONST.findall((SWIFT_DIR / "Spec.swift").read_text() + (SWIFT_DIR / "Datasets.swift").read_text()))
     for name, value in want.items():
         assert kt.get(name) == value, f"the Kotlin core's {name} = {kt.get(name)!r}; the SDK has {value!r}"
         assert swift.get(_camel(name)) == value, (
-            f"Preprocess.swift {_camel(name)} = {swift.get(_camel(name))!r}"
+            f"Spec.swift / Datasets.swift {_camel(name)} = {swift.get(_camel(name))!r}"
         )
     assert kt["DEFAULT_PROMPT_TEMPLATE"] == defaults["prompt_template"]
     # The label value that carries no loss is the contract's, not a copy.
     assert "Contract.IGNORE_INDEX" in _code(KOTLIN_DIR / "Spec.kt")
-    assert "Contract.ignoreIndex" in _code(SWIFT_DIR / "Preprocess.swift")
+    assert "Contract.ignoreIndex" in _code(SWIFT_DIR / "Spec.swift")
