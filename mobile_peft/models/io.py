@@ -43,8 +43,19 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def build_model(preset: str, quant: str = "none", seed: int = 0, device: str | torch.device = "cpu") -> tuple[MobileVLM, Any]:
-    """A preset with random weights and its tokeniser (the word-level one for every preset:
-    no tokeniser of a real checkpoint can be downloaded here)."""
+    """A preset and its tokeniser. Presets have random weights and the word-level tokeniser (no
+    checkpoint can be downloaded here), except those built on a local GGUF language model
+    (``smollm2-vlm``): pretrained decoder and its own BPE tokeniser, random vision tower."""
+    entry = PRESETS[preset]
+    if entry.language_model is not None:
+        from .gguf import compose_vlm, load_gguf_language_model
+
+        loaded = load_gguf_language_model(entry.language_model())
+        with torch.device(device):
+            model = compose_vlm(loaded, entry.vision_tower or "clip-tiny", name=preset, seed=seed)
+        model.config.quant = quant
+        quantize_model(model, quant, model.config.quant_group_size)
+        return model, loaded.tokenizer
     tokenizer = build_word_tokenizer()
     config = preset_config(preset, tokenizer.get_vocab_size())
     if config.text["vocab_size"] < tokenizer.get_vocab_size():
@@ -77,7 +88,7 @@ def save_model(model: MobileVLM, tokenizer: Any, directory: str | Path) -> Path:
         raise ConfigError("save_model saves the frozen base; this model carries adapters. Save them with save_adapter().")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in _aliases(model)}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     save_tokenizer(tokenizer, directory)
@@ -108,8 +119,26 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     )
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    """Second names of one tensor (a tied ``lm_head.weight`` is ``embed_tokens.weight``): alias ->
+    the first name. safetensors stores a tensor once, so aliases are left out and restored on load."""
+    first: dict[tuple[int, tuple[int, ...]], str] = {}
+    aliases = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if tensor.numel() and key in first:
+            aliases[name] = first[key]
+        else:
+            first.setdefault(key, name)
+    return aliases
+
+
 def _load_state(model: MobileVLM, state: dict[str, torch.Tensor], source: Path) -> None:
     expected = model.state_dict()
+    state = dict(state)
+    for alias, name in _aliases(model).items():
+        if alias not in state and name in state:
+            state[alias] = state[name]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

