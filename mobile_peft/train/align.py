@@ -18,18 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..core.errors import ConfigError, DivergedError
-from .trainer import EvalResult, TrainConfig, batches, evaluate, make_optimizer
+from ..core.errors import ConfigError
+from .trainer import EvalResult, TrainConfig, evaluate, train
 
 __all__ = ["ALIGNED_TOWERS", "AlignConfig", "AlignResult", "align", "align_key", "aligned_base", "freeze_for_alignment", "source_label"]
 
@@ -94,6 +91,16 @@ def freeze_for_alignment(model: nn.Module) -> dict[str, nn.Parameter]:
     return params
 
 
+class _Progress:
+    """Trainer callback forwarding ``(step, loss)`` to a progress function."""
+
+    def __init__(self, progress: Callable[[int, float], None]) -> None:
+        self.progress = progress
+
+    def on_step_end(self, step: int, loss: float, model: nn.Module) -> None:
+        self.progress(step, loss)
+
+
 def align(
     model: nn.Module,
     tokenizer: Any,
@@ -110,27 +117,13 @@ def align(
     )
     params = freeze_for_alignment(model)
     before = evaluate(model, eval_ds)
-    optimizer = make_optimizer(list(params.values()), TrainConfig(lr=config.lr, optimizer="adamw"))
-    stream = batches(train_ds, config.batch_size, config.seed)
-    losses: list[float] = []
-    model.train()
-    start = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        batch = next(stream)
-        loss = model(batch["pixel_values"], batch["input_ids"], batch["labels"]).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), config.max_grad_norm)
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DivergedError(f"alignment loss became {value} at step {step}; lower the learning rate (lr={config.lr}).")
-        losses.append(value)
-        if progress:
-            progress(step, value)
-    seconds = time.perf_counter() - start
-    model.eval()
+    cfg = TrainConfig(
+        steps=config.steps, batch_size=config.batch_size, lr=config.lr, optimizer="adamw",
+        max_grad_norm=config.max_grad_norm, seed=config.seed,
+    )
+    callbacks = [_Progress(progress)] if progress else []
+    result = train(model, train_ds, cfg, callbacks=callbacks, params=params) if config.steps else None
+    losses, seconds = (result.losses, result.wall_time_s) if result else ([], 0.0)
     for p in model.parameters():
         p.requires_grad_(False)
     after = evaluate(model, eval_ds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -107,11 +107,14 @@ def train(
     config: TrainConfig,
     callbacks: Sequence[TrainerCallback] = (),
     extra_loss: nn.Module | None = None,
+    params: Mapping[str, nn.Parameter] | None = None,
 ) -> TrainResult:
     """Run ``config.steps`` optimiser steps; ``extra_loss(model)`` (e.g. a rank regulariser)
     is added to the task loss when given, and its own trainable parameters (e.g. ARD-LoRA's
-    scaling factors) are optimised with the adapters."""
-    params = select_trainable(model, config.full)
+    scaling factors) are optimised with the adapters. ``params``: train exactly these (their
+    ``requires_grad`` already set by the caller, e.g. the alignment stage's vision tower and
+    projector) instead of the adapters (or every weight with ``config.full``)."""
+    params = dict(params) if params is not None else select_trainable(model, config.full)
     if extra_loss is not None:
         params.update({f"extra_loss.{n}": p for n, p in extra_loss.named_parameters() if p.requires_grad})
     optimizer = make_optimizer(list(params.values()), config)
