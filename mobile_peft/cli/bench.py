@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..core.errors import ConfigError
 from ._ui import console, err_console, table
@@ -69,7 +70,7 @@ def _command() -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import BenchConfig, run_rank_bench, smoke_config, write_results
+    from ..bench import BenchConfig, run_rank_bench, smoke_config
 
     torch.set_num_threads(args.threads)
     if args.suite == "export":
@@ -85,17 +86,31 @@ def run(args: argparse.Namespace) -> int:
     if args.preset and args.preset != "tiny":
         return _run_preset_ranks(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
+    _override_ranks(config, args)
+    name = args.name or ("ranks-smoke" if args.smoke else "ranks")
+    return _run_and_write(run_rank_bench, config, args, name)
+
+
+def _override_ranks(config: Any, args: argparse.Namespace) -> None:
+    """The rank benchmarks' command-line overrides (tiny and preset configs alike)."""
     if args.tasks:
         config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if args.seeds:
         config.seeds = tuple(range(args.seeds))
     if args.steps:
         config.steps = args.steps
+    if getattr(args, "adapters", None):
+        config.adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip())
     if args.hydra_ridge is not None:
         config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
+
+
+def _run_and_write(bench: Any, config: Any, args: argparse.Namespace, name: str) -> int:
+    """Run a rank benchmark, writing the partial results after every run and the table at the end."""
+    from ..bench import write_results
+
     command = _command()
-    name = args.name or ("ranks-smoke" if args.smoke else "ranks")
-    results = run_rank_bench(
+    results = bench(
         config,
         progress=lambda msg: err_console.print(msg, highlight=False),
         checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
@@ -107,33 +122,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_preset_ranks(args: argparse.Namespace) -> int:
-    from ..bench import write_results
     from ..bench.ranks_preset import PresetBenchConfig, preset_smoke_config, run_preset_rank_bench
     from ..train.align import source_label
 
     config = preset_smoke_config(args.cache, args.preset) if args.smoke else PresetBenchConfig(preset=args.preset, cache_dir=args.cache)
-    if args.tasks:
-        config.tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    if args.seeds:
-        config.seeds = tuple(range(args.seeds))
-    if args.steps:
-        config.steps = args.steps
-    if args.adapters:
-        config.adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip())
-    if args.hydra_ridge is not None:
-        config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
-    command = _command()
+    _override_ranks(config, args)
     name = args.name or f"ranks-{source_label(args.preset).removesuffix('-vlm')}" + ("-smoke" if args.smoke else "")
     err_console.print(f"aligning {args.preset} (or reading the cached alignment from {args.cache}) ...", highlight=False)
-    results = run_preset_rank_bench(
-        config,
-        progress=lambda msg: err_console.print(msg, highlight=False),
-        checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
-    )
-    json_path, md_path = write_results(results, args.out, command, name=name)
-    console.print(md_path.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {json_path} and {md_path}")
-    return 0
+    return _run_and_write(run_preset_rank_bench, config, args, name)
 
 
 def _ridge(text: str) -> float | None:
