@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import contract
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +61,31 @@ def _quantisation_quality(base: torch.nn.Module, eval_ds: Any) -> list[dict[str,
     return rows
 
 
+# What a demo run writes under --out: a directory holding a summary.json of an earlier demo run is
+# the demo's own, and these entries of it are replaced; any other non-empty directory is refused.
+_DEMO_OUTPUTS = ("base", "adapter", "bundles", "on_device", "loss_curve.png", "summary.json")
+
+
+def _clear_previous_demo(out: Path) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; the demo writes a directory there. Choose another --out.")
+    if not any(out.iterdir()):
+        return
+    if not (out / "summary.json").is_file():
+        raise ConfigError(
+            f"--out {out} is a non-empty directory that is not an earlier demo's output (no summary.json); "
+            "choose a new --out or delete it."
+        )
+    for name in _DEMO_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     from ..adapters import save_adapter
     from ..models import build_model, save_model
@@ -69,6 +96,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     out: Path = args.out
+    _clear_previous_demo(out)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_model("tiny", seed=args.seed)
     spec = model.config.input_spec
