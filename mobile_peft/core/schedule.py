@@ -372,13 +372,13 @@ def _structure_problems(d: dict[str, Any]) -> list[str]:
         for m, ranks in phase[P.RANKS].items():
             if not isinstance(ranks, dict) or not all(isinstance(s, str) and _is_int(r) for s, r in ranks.items()):
                 out.append(f"phases[{i}].ranks[{m!r}] must map slot names to whole numbers")
-        masks = phase.get(P.MASKS) or {}
+        masks = phase.get(P.MASKS, {})  # absent: no soft masks; present: an object (null or [] is an error)
         if not isinstance(masks, dict) or not all(
             isinstance(slots, dict) and all(isinstance(v, list) and all(_is_number(x) for x in v) for v in slots.values())
             for slots in masks.values()
         ):
             out.append(f"phases[{i}].masks must map module -> slot -> a list of finite numbers")
-    entries = d.get(K.MASK_INPUTS) or []
+    entries = d.get(K.MASK_INPUTS, [])  # absent: none; present: a list (null is an error)
     if not isinstance(entries, list):
         return [*out, f"mask_inputs is a {type(entries).__name__}, expected a list"]
     for j, e in enumerate(entries):

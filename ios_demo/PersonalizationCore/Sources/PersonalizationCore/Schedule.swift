@@ -274,7 +274,7 @@ private struct ScheduleReader {
                     out.append("phases[\(i)].ranks[\(Py.repr(m))] must map slot names to whole numbers")
                 }
             }
-            let masks: JSON = Py.truthy(po[Contract.PhaseKey.masks]) ? po[Contract.PhaseKey.masks]! : .object(JSONObject())
+            let masks: JSON = po[Contract.PhaseKey.masks] ?? .object(JSONObject())  // absent: none; null or [] is an error
             let ok = masks.object.map { mo in
                 mo.allSatisfy { slots in
                     slots.value.object.map { so in so.allSatisfy { v in v.value.array.map { $0.allSatisfy { isNumber($0) } } ?? false } } ?? false
@@ -282,7 +282,7 @@ private struct ScheduleReader {
             } ?? false
             if !ok { out.append("phases[\(i)].masks must map module -> slot -> a list of finite numbers") }
         }
-        let entriesValue: JSON = Py.truthy(d[Contract.ScheduleKey.maskInputs]) ? d[Contract.ScheduleKey.maskInputs]! : .array([])
+        let entriesValue: JSON = d[Contract.ScheduleKey.maskInputs] ?? .array([])  // absent: none; null is an error
         guard let entries = entriesValue.array else { return out + ["mask_inputs is a \(Py.typeName(entriesValue)), expected a list"] }
         for (j, e) in entries.enumerated() {
             guard let module = e[Contract.MaskInputKey.module]?.string, let slot = e[Contract.MaskInputKey.slot]?.string,

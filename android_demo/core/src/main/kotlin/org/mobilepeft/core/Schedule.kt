@@ -219,13 +219,13 @@ private class ScheduleReader(private val where: String) {
                     out += "phases[$i].ranks[${Py.repr(m)}] must map slot names to whole numbers"
                 }
             }
-            val masks = phase[Contract.PhaseKey.MASKS].takeIf(Py::truthy) ?: emptyMap<Any?, Any?>()
+            val masks = if (phase.containsKey(Contract.PhaseKey.MASKS)) phase[Contract.PhaseKey.MASKS] else emptyMap<Any?, Any?>()
             val ok = masks is Map<*, *> && masks.values.all { slots ->
                 slots is Map<*, *> && slots.values.all { v -> v is List<*> && v.all(::isNumber) }
             }
             if (!ok) out += "phases[$i].masks must map module -> slot -> a list of finite numbers"
         }
-        val entries = d[Contract.ScheduleKey.MASK_INPUTS].takeIf(Py::truthy) ?: emptyList<Any?>()
+        val entries = if (d.containsKey(Contract.ScheduleKey.MASK_INPUTS)) d[Contract.ScheduleKey.MASK_INPUTS] else emptyList<Any?>()
         if (entries !is List<*>) return out + "mask_inputs is a ${Py.typeName(entries)}, expected a list"
         for ((j, e) in entries.withIndex()) {
             if (!(e is Map<*, *> && e[Contract.MaskInputKey.MODULE] is String && e[Contract.MaskInputKey.SLOT] is String && isInt(e[Contract.MaskInputKey.R_MAX]))) {
