@@ -145,16 +145,7 @@ def fit_performance_model(
         ridge = RIDGE_GRID[int(np.argmin(errors))]
         selection = {"grid": [_ridge_json(v) for v in RIDGE_GRID], "loo_mse": [round(e, 8) for e in errors]}
     core = _fit_core(configs, losses, signals, units, ridge)
-    model = {
-        "kind": MODEL_KIND,
-        "version": MODEL_VERSION,
-        "feature_names": list(FEATURES),
-        "weights": [round(float(v), 6) for v in core["weights"]],
-        "intercept": round(core["intercept"], 6),
-        "prior_slope": round(core["prior_slope"], 6),
-        "ridge": _ridge_json(ridge),
-        "signal": "rms_grad_per_rank",
-    }
+    model = _model_json(MODEL_KIND, MODEL_VERSION, FEATURES, core, ridge, "rms_grad_per_rank")
     if selection is not None:
         model["ridge_selection"] = selection
     pred = np.array([predict_loss(model, c, signals, units) for c in configs])
@@ -164,6 +155,22 @@ def fit_performance_model(
         "spearman_loo": round(_loo_spearman(configs, y, signals, units, ridge), 4),
     }
     return model
+
+
+def _model_json(
+    kind: str, version: int, names: Sequence[str], core: Mapping[str, Any], ridge: float, signal: str
+) -> dict[str, Any]:
+    """The serialisable fitted model (both kinds): what the bundle's rank schedule carries."""
+    return {
+        "kind": kind,
+        "version": version,
+        "feature_names": list(names),
+        "weights": [round(float(v), 6) for v in core["weights"]],
+        "intercept": round(core["intercept"], 6),
+        "prior_slope": round(core["prior_slope"], 6),
+        "ridge": _ridge_json(ridge),
+        "signal": signal,
+    }
 
 
 def _ridge_json(ridge: float) -> float | None:
@@ -386,16 +393,7 @@ def fit_spectral_model(
     y = np.asarray(losses, dtype=float)
     x = np.stack([spectral_features(c, spectra, units) for c in configs])
     core = fit_ridge_with_prior(x, y, len(GROUPS), ridge)
-    model = {
-        "kind": SPECTRAL_KIND,
-        "version": SPECTRAL_VERSION,
-        "feature_names": list(GROUPS),
-        "weights": [round(float(v), 6) for v in core["weights"]],
-        "intercept": round(core["intercept"], 6),
-        "prior_slope": round(core["prior_slope"], 6),
-        "ridge": _ridge_json(ridge),
-        "signal": "grad_up_sketch_spectrum",
-    }
+    model = _model_json(SPECTRAL_KIND, SPECTRAL_VERSION, GROUPS, core, ridge, "grad_up_sketch_spectrum")
     preds, held_out = [], []
     for j in range(len(configs)):
         rest = fit_ridge_with_prior(np.delete(x, j, axis=0), np.delete(y, j), len(GROUPS), ridge)
