@@ -251,6 +251,8 @@ def export_bundle(
     make_zip: bool = False,
     answers: list[str] | None = None,
     seed: int = 0,
+    optimise: bool = True,
+    xnnpack_extra: tuple[str, ...] = (),
 ) -> BundleResult:
     """Export a trainable bundle of format ``fmt`` (:data:`~.contract.FORMATS`) to ``out``.
 
@@ -260,7 +262,9 @@ def export_bundle(
     too, which also trains at ``batch_size``). ``answers``
     (coreml): the fixed answer vocabulary of the updatable head (default: the digit names).
     ``seed``: initialisation of the default adapters (when ``source`` has none and no
-    ``adapter_dir`` is given).
+    ``adapter_dir`` is given). ``optimise`` (pte): the value-preserving graph rewrites
+    (:func:`.pte.simplify`); False exports the graph as traced, for comparison. ``xnnpack_extra``
+    (pte): more XNNPACK partitioner configs by class name (:data:`.pte.XNNPACK_EXTRA`).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; expected one of {FORMATS.names()}.")
@@ -279,7 +283,7 @@ def export_bundle(
     optimizer = copy.deepcopy(exporter.default_optimizer)
     if lr is not None:
         optimizer.lr = lr
-    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers)
+    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers, optimise, tuple(xnnpack_extra))
     methods, files = exporter.export(job)
     save_tokenizer(tokenizer, out)
     manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, optimizer)

@@ -63,6 +63,8 @@ class ExportJob:
     optimizer: OptimizerDefaults
     xnnpack: bool = True
     answers: list[str] | None = None
+    optimise: bool = True  # pte: the value-preserving graph rewrites (pte.simplify)
+    xnnpack_extra: tuple[str, ...] = ()  # pte: more XNNPACK partitioner configs (pte.lower)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def _export_pte(job: ExportJob) -> tuple[dict[str, Any], list[str]]:
         eval_inputs,
         job.out,
         xnnpack=job.xnnpack,
+        optimise=job.optimise,
+        xnnpack_extra=job.xnnpack_extra,
     )
     K = MethodKey
     methods = {

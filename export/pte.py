@@ -33,11 +33,11 @@ from typing import Any
 import torch
 
 from mobile_peft.core import contract
-from mobile_peft.core.errors import MissingExtraError
+from mobile_peft.core.errors import ConfigError, MissingExtraError
 
 from . import _fuse
 
-__all__ = ["PteTrainer", "capture", "export_pte", "joint_graph", "lower", "serialise"]
+__all__ = ["PteTrainer", "capture", "export_pte", "joint_graph", "lower", "serialise", "simplify"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,72 @@ def _rewrite_empty_permuted(ep: torch.export.ExportedProgram) -> None:
     ep.graph_module.recompile()
 
 
+def _compose_permutes(ep: torch.export.ExportedProgram) -> int:
+    """``permute(permute(x, p), q)`` -> ``x`` when the two cancel, else one ``permute(x, p∘q)``.
+
+    The joint graph transposes a weight for the forward's ``mm`` and transposes it back for the
+    backward's (``t(t(W))``, 203 of the 585 permutes in ``tiny``'s LoRA joint graph); every
+    ExecuTorch ``permute_copy`` is a real copy (21 of the 60 ms of non-delegated kernels per step,
+    ETDump). An output is never replaced by an input (an output must not alias an input).
+    Returns how many permutes were rewritten."""
+    graph = ep.graph_module.graph
+    permute = torch.ops.aten.permute.default
+    rewritten = 0
+    for node in list(graph.nodes):
+        inner = node.args[0] if node.op == "call_function" and node.target == permute else None
+        if not (isinstance(inner, torch.fx.Node) and inner.op == "call_function" and inner.target == permute):
+            continue
+        p, q = list(inner.args[1]), list(node.args[1])
+        composed = [p[i] for i in q]
+        source = inner.args[0]
+        if composed == list(range(len(composed))):
+            if source.op == "placeholder" and any(u.op == "output" for u in node.users):
+                continue
+            node.replace_all_uses_with(source)
+        else:
+            with graph.inserting_before(node):
+                single = graph.call_function(permute, (source, composed))
+            single.meta = dict(node.meta)
+            node.replace_all_uses_with(single)
+        graph.erase_node(node)
+        if not inner.users:
+            graph.erase_node(inner)
+        rewritten += 1
+    ep.graph_module.recompile()
+    return rewritten
+
+
+def _small_powers_as_mul(ep: torch.export.ExportedProgram) -> int:
+    """``pow(x, 1)`` -> ``x``, ``pow(x, 2)`` -> ``x * x``, ``pow(x, 3)`` -> ``x * x * x`` (RMSNorm's
+    variance, tanh-GELU's cube and their derivatives): the portable ``pow`` kernel calls
+    ``std::pow`` per element. Returns how many were rewritten."""
+    graph = ep.graph_module.graph
+    rewritten = 0
+    for node in list(graph.nodes):
+        if not (node.op == "call_function" and node.target == torch.ops.aten.pow.Tensor_Scalar):
+            continue
+        x, exponent = node.args[0], node.args[1]
+        if exponent not in (1, 2, 3) or exponent == 1 and x.op == "placeholder":
+            continue
+        value = x
+        with graph.inserting_before(node):
+            for _ in range(int(exponent) - 1):
+                value = graph.call_function(torch.ops.aten.mul.Tensor, (value, x))
+                value.meta = dict(node.meta)
+        node.replace_all_uses_with(value)
+        graph.erase_node(node)
+        rewritten += 1
+    ep.graph_module.recompile()
+    return rewritten
+
+
+def simplify(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The graph rewrites that cut portable-kernel time without changing a value (in place)."""
+    permutes, powers = _compose_permutes(ep), _small_powers_as_mul(ep)
+    logger.debug("simplified: %d permute pairs composed, %d small powers as mul", permutes, powers)
+    return ep
+
+
 def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """Stage 2: the joint forward+backward graph (outputs: loss, gradients, parameters)."""
     from torch.export.experimental import _export_forward_backward
@@ -91,16 +157,23 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
 # softmax whose output the backward re-reads becomes a pass-through output XNNPACK rejects, "Output
 # node ... is already in the inputs") lowers in 33 s for 12.0 ms/step.
 _XNNPACK_CONFIGS = ("LinearConfig", "AddmmConfig", "MMConfig")
+# ``bench levers`` measures adding these: the joint graph's transposes and attention's batched
+# matmuls, the largest portable kernels left after the graph rewrites (ETDump).
+XNNPACK_EXTRA = ("PermuteConfig", "BMMConfig")
 
 
 def lower(
-    programs: dict[str, torch.export.ExportedProgram], xnnpack: bool = True, fast_fusion: bool = True
+    programs: dict[str, torch.export.ExportedProgram],
+    xnnpack: bool = True,
+    fast_fusion: bool = True,
+    xnnpack_extra: tuple[str, ...] = (),
 ) -> Any:
     """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``.
 
     ``fast_fusion``: fuse delegates without re-copying and re-generating the whole graph per
     delegate (:mod:`._fuse`; the same program, in time linear in the graph). False runs
-    ExecuTorch's own fusion, for comparison."""
+    ExecuTorch's own fusion, for comparison. ``xnnpack_extra``: more XNNPACK partitioner configs
+    by class name (e.g. :data:`XNNPACK_EXTRA`)."""
     _require_executorch()
     from executorch.exir import EdgeCompileConfig, to_edge, to_edge_transform_and_lower
 
@@ -111,7 +184,11 @@ def lower(
 
     from ._partition import LinearTimeXnnpackPartitioner
 
-    configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in _XNNPACK_CONFIGS]
+    wanted = (*_XNNPACK_CONFIGS, *xnnpack_extra)
+    unknown = sorted(set(wanted) - {c.__name__ for c in ALL_PARTITIONER_CONFIGS})
+    if unknown:
+        raise ConfigError(f"unknown XNNPACK partitioner config(s) {unknown}; ExecuTorch has e.g. {list(XNNPACK_EXTRA)}.")
+    configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in wanted]
     partitioner = LinearTimeXnnpackPartitioner(
         configs=configs, force_non_static_weights_for_f32_linear=True, defer_codegen=fast_fusion
     )
@@ -148,12 +225,19 @@ def export_pte(
     eval_inputs: tuple,
     out_dir: str | Path,
     xnnpack: bool = True,
+    optimise: bool = True,
+    xnnpack_extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """capture -> joint graph -> lower -> serialise; returns what the manifest records."""
+    """capture -> joint graph -> (:func:`simplify`) -> lower -> serialise; returns what the
+    manifest records. ``optimise=False`` skips the graph rewrites (the benchmark's "before");
+    ``xnnpack_extra`` as in :func:`lower`."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
     evaluation = capture(eval_module, eval_inputs)
-    edge = lower({contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation}, xnnpack=xnnpack)
+    if optimise:
+        simplify(joint)
+        simplify(evaluation)
+    edge = lower({contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation}, xnnpack=xnnpack, xnnpack_extra=xnnpack_extra)
     pte, ptd = serialise(edge, out_dir)
     logger.info("wrote %s (%d B) and %s (%d B)", pte, pte.stat().st_size, ptd, ptd.stat().st_size)
     return {"files": [pte.name, ptd.name], "xnnpack": xnnpack}

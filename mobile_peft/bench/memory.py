@@ -225,11 +225,9 @@ def memory_markdown(results: dict[str, Any]) -> str:
 
 
 def write_memory(results: dict[str, Any], out: Path, name: str = "memory") -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(memory_markdown(results) + "\n")
-    return json_path, md_path
+    from . import _markdown
+
+    return _markdown.write_results(results, out, name, memory_markdown)
 
 
 # -- the eager child ---------------------------------------------------------------------------------

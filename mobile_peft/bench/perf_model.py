@@ -22,7 +22,6 @@ Protocol (fixed before any result was seen):
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import statistics
 import time
@@ -286,9 +285,4 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
 def write_results(
     results: dict[str, Any], out_dir: str | Path, command: str, name: str = "perf_model"
 ) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps({"command": command, **results}, indent=1) + "\n")
-    md_path.write_text(markdown_table(results, command))
-    return json_path, md_path
+    return _markdown.write_results({"command": command, **results}, Path(out_dir), name, lambda r: markdown_table(r, command))

@@ -32,6 +32,7 @@ import torch
 
 from ..adapters import apply_adapters
 from ..allocators import active_params, get_allocator, resolve_budget, train_with_allocator
+from ..core.errors import ConfigError
 from ..models import build_model, load_model, save_model
 from ..train import TrainConfig, evaluate, train
 from ..train.job import make_adapter_config, make_datasets
@@ -128,6 +129,7 @@ def _one_run(
         )
         result = train(model, train_ds, cfg)
         row.update(trainable_params=result.trainable_params, wall_s=result.wall_time_s, plan_s=0.0)
+        row["losses"] = _curve(result.losses)
     else:
         apply_adapters(model, make_adapter_config(adapter, config.r_max, None, model.config.default_targets))
         budget = resolve_budget(model, budget_params=_lora_budget(config, base))
@@ -147,6 +149,7 @@ def _one_run(
             plan_s=run.plan_seconds,
             reallocations=run.reallocations,
             ranks=_rank_summary(run.schedule),
+            losses=_curve(run.train.losses),
         )
         if perf:
             row["perf_model"] = {
@@ -159,6 +162,17 @@ def _one_run(
     row["wall_s"] = round(row["wall_s"], 2)
     row["plan_s"] = round(row["plan_s"], 2)
     return row
+
+
+def _curve(losses: list[float]) -> list[float]:
+    """A run's training loss per step, rounded: the learning curve the benchmark plots."""
+    return [round(v, 4) for v in losses]
+
+
+def chance_level(eval_ds: Any) -> float:
+    """Exact-match accuracy of always answering the eval split's most common answer."""
+    answers = statistics.multimode(ex.answer for ex in eval_ds.examples)
+    return sum(ex.answer == answers[0] for ex in eval_ds.examples) / len(eval_ds.examples)
 
 
 def _lora_budget(config: BenchConfig, base: Any) -> int:
@@ -195,16 +209,21 @@ def run_rank_bench(
     base: tuple[Any, Any, float, bool] | None = None,
     methods: list[tuple[str, str | None]] | None = None,
     runner: Callable[..., dict[str, Any]] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole grid; returns the JSON-ready results (rows + summary). ``checkpoint`` gets
     the partial results (``"complete": False``) after every run. ``base`` ((model, tokenizer,
     seconds, cached); default the pre-trained tiny base), ``methods`` (default
     :func:`method_grid`) and ``runner`` (default one allocator run) let another base model reuse
-    the same protocol (:mod:`.ranks_preset`)."""
+    the same protocol (:mod:`.ranks_preset`). ``resume``: the results of an earlier, stopped run of
+    the same config; its rows are kept and only the missing runs are run."""
     start = time.perf_counter()
+    done = _resumable(config, resume)
     base, tokenizer, pretrain_s, cached = base or pretrained_base(config)
     spec = base.config.input_spec
     rows = []
+    earlier = float(resume.get("total_seconds", 0.0)) if done else 0.0
+    chance: dict[str, float] = {}
     methods = methods or method_grid(config)
     runner = runner or _one_run
     # Seed-major order: a partial run (see ``checkpoint``) covers every task before a 2nd seed.
@@ -218,7 +237,12 @@ def run_rank_bench(
                 train_limit=config.train_limit,
                 eval_limit=config.eval_limit,
             )
+            chance[task] = max(chance.get(task, 0.0), chance_level(data[1]))
             for method, adapter in methods:
+                row = done.get((task, seed, method, adapter or "-"))
+                if row is not None:
+                    rows.append(row)
+                    continue
                 row = {"task": task, **runner(config, base, data, method, adapter, seed)}
                 rows.append(row)
                 msg = f"{task} seed {seed} {method}/{row['adapter']}: acc {row['accuracy']:.3f} in {row['wall_s']:.1f}s"
@@ -228,15 +252,32 @@ def run_rank_bench(
                 if checkpoint:
                     checkpoint(
                         _results(
-                            config, rows, pretrain_s, cached, time.perf_counter() - start, complete=False
+                            config, rows, chance, pretrain_s, cached, earlier + time.perf_counter() - start, complete=False
                         )
                     )
-    return _results(config, rows, pretrain_s, cached, time.perf_counter() - start, complete=True)
+    return _results(config, rows, chance, pretrain_s, cached, earlier + time.perf_counter() - start, complete=True)
+
+
+def _resumable(config: BenchConfig, resume: dict[str, Any] | None) -> dict[tuple, dict[str, Any]]:
+    """The rows of ``resume`` by (task, seed, method, adapter); refuses results of another config."""
+    if not resume:
+        return {}
+    mine = json.loads(json.dumps(asdict(config)))
+    theirs = resume.get("config", {})
+    differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if differing:
+        raise ConfigError(
+            f"cannot resume: the earlier results were run with another config ({', '.join(differing)} differ, e.g. "
+            f"{differing[0]}={theirs.get(differing[0])!r} vs {mine.get(differing[0])!r} now). Run without --resume "
+            "(or with another --name) to start over."
+        )
+    return {(r["task"], r["seed"], r["method"], r["adapter"]): r for r in resume.get("rows", [])}
 
 
 def _results(
     config: BenchConfig,
     rows: list[dict[str, Any]],
+    chance: dict[str, float],
     pretrain_s: float,
     cached: bool,
     total: float,
@@ -244,6 +285,7 @@ def _results(
 ) -> dict[str, Any]:
     return {
         "complete": complete,
+        "chance": chance,
         "config": asdict(config),
         "pretrain_seconds": round(pretrain_s, 1),
         "base_cached": cached,
@@ -343,6 +385,9 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
             f"{e['wall_s_per_run']:.1f}",
         ]
         rows.append(cells)
+    chance = results.get("chance")
+    if chance:
+        rows.append(["chance", "(most common answer)", *(f"{100 * chance[t]:.1f}" if t in chance else "-" for t in tasks), "", "", "", ""])
     lines = _markdown.table(head, rows)
     cfg = results["config"]
     notes = [
@@ -374,9 +419,4 @@ def _signed(value: float | None) -> str:
 def write_results(
     results: dict[str, Any], out_dir: str | Path, command: str, name: str = "ranks"
 ) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps({"command": command, **results}, indent=1) + "\n")
-    md_path.write_text(markdown_table(results, command))
-    return json_path, md_path
+    return _markdown.write_results({"command": command, **results}, Path(out_dir), name, lambda r: markdown_table(r, command))

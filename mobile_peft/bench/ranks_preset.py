@@ -29,7 +29,7 @@ import torch
 from ..core.errors import ConfigError
 from ..train import TrainConfig, batches, evaluate, make_optimizer
 from ..train.align import AlignConfig, aligned_base, source_label
-from .ranks import BenchConfig, _one_run, run_rank_bench
+from .ranks import BenchConfig, _curve, _one_run, run_rank_bench
 
 __all__ = ["PresetBenchConfig", "preset_smoke_config", "run_preset_rank_bench"]
 
@@ -77,7 +77,7 @@ def preset_smoke_config(cache_dir: str, preset: str = "smollm2-vlm") -> PresetBe
         eval_limit=4,
         hydra_rank={"warmup_steps": 1, "probes": 3, "probe_steps": 1, "probe_val": 4, "probe_batch_size": 2},
         ard={"plan_steps": 1},
-        align=AlignConfig(steps=1, batch_size=2, train_limit=8, eval_limit=4),
+        align=AlignConfig(steps=1, batch_size=2, train_limit=8, eval_limit=4, vision_steps=2, vision_batch_size=4),
         cache_dir=cache_dir,
     )
 
@@ -146,10 +146,12 @@ def _peft_run(config: PresetBenchConfig, base: Any, data: tuple[Any, Any], metho
     optimizer = make_optimizer(params, TrainConfig(lr=config.lr_adapter, optimizer="adamw"))
     stream = batches(train_ds, config.batch_size, seed)
     model.train()
+    losses = []
     for step in range(1, config.steps + 1):
         batch = next(stream)
         loss = tuner(batch["pixel_values"], batch["input_ids"], batch["labels"]).loss  # AdaLoRA adds its regulariser
         loss.backward()
+        losses.append(float(loss.detach()))
         optimizer.step()
         if method == "peft-adalora":
             tuner.update_and_allocate(step)
@@ -164,6 +166,7 @@ def _peft_run(config: PresetBenchConfig, base: Any, data: tuple[Any, Any], metho
         "trainable_params": _peft_active_params(model, method),
         "wall_s": round(wall, 2),
         "plan_s": 0.0,
+        "losses": _curve(losses),
         "accuracy": result.accuracy,
         "eval_loss": result.loss,
     }
@@ -180,9 +183,10 @@ def run_preset_rank_bench(
     config: PresetBenchConfig,
     progress: Callable[[str], None] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Align (or read the cached alignment), then run the grid; results as :func:`.ranks.run_rank_bench`
-    plus ``preset`` and the ``alignment`` record (its caption accuracy and seconds)."""
+    (``resume`` as there) plus ``preset`` and the ``alignment`` record (its caption accuracy and seconds)."""
     model, tokenizer, record, cached = aligned_base(config.preset, config.align, config.cache_dir)
     label = source_label(config.preset)
     extra = {
@@ -204,6 +208,7 @@ def run_preset_rank_bench(
         base=(model, tokenizer, 0.0 if cached else record["seconds"], cached),
         methods=_methods(config),
         runner=_run,
+        resume=resume,
     )
     results["config"] = asdict(config)
     return with_extra(results)

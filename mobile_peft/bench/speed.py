@@ -14,7 +14,6 @@ a row reports the median step and the interquartile range.
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import statistics
 import time
@@ -141,9 +140,15 @@ def run_speed_bench(config: SpeedBenchConfig, progress: Callable[[str], None] | 
                 if progress:
                     progress(f"speed: {preset} {adapter} batch {batch}")
                 rows += _workload(config, preset, adapter, batch)
-    machine = {"cpus": torch.get_num_threads(), "platform": platform.platform(), "processor": platform.processor(),
-               "torch": torch.__version__}
-    return {"config": asdict(config), "machine": machine, "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+    return {"config": asdict(config), "machine": machine_info(), "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a timing ran: torch threads, platform, processor, torch version."""
+    import torch
+
+    return {"cpus": torch.get_num_threads(), "platform": platform.platform(), "processor": platform.processor(),
+            "torch": torch.__version__}
 
 
 def speed_markdown(results: dict[str, Any]) -> str:
@@ -161,8 +166,6 @@ def speed_markdown(results: dict[str, Any]) -> str:
 
 
 def write_speed(results: dict[str, Any], out: Path, name: str = "speed") -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(json.dumps(results, indent=1) + "\n")
-    md_path.write_text(speed_markdown(results) + "\n")
-    return json_path, md_path
+    from . import _markdown
+
+    return _markdown.write_results(results, out, name, speed_markdown)

@@ -19,9 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="Run a benchmark ('ranks': rank allocators at an equal budget; 'export': bundle sizes, export time and memory; "
         "'reliability': fault-injection and fuzz campaigns; 'speed' / 'memory': bundle training step vs eager PyTorch; "
-        "'perf-model': the performance model's rank correlation on held-out rank configurations).",
+        "'perf-model': the performance model's rank correlation on held-out rank configurations; 'levers': the pte export's "
+        "levers before/after with a per-op profile).",
     )
-    p.add_argument("suite", choices=["ranks", "export", "reliability", "speed", "memory", "perf-model"], help="Which benchmark.")
+    p.add_argument("suite", choices=["ranks", "export", "reliability", "speed", "memory", "perf-model", "levers"], help="Which benchmark.")
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="Where ranks.json and ranks.md go."
     )
@@ -41,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="ranks: keep the runs of an earlier, stopped run of the same config (its --out/--name JSON) and run the rest.",
+    )
     sp = p.add_argument_group("speed benchmark")
     sp.add_argument("--presets", default="tiny", help="Comma list of presets (speed).")
     sp.add_argument("--batches", default="1,8", help="Comma list of batch sizes (speed).")
@@ -58,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--adapters", default=None, help="Comma list of adapters (export default: lora; speed: lora,hydra).")
     g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
     g.add_argument("--rank", type=int, default=8, help="Adapter rank.")
-    g.add_argument("--batch-size", type=int, default=1, help="Batch size fixed in the bundles.")
+    g.add_argument("--batch-size", type=int, default=None, help="Batch size fixed in the bundles (export: 1; levers: 8).")
     p.set_defaults(run=run)
 
 
@@ -83,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_memory(args)
     if args.suite == "perf-model":
         return _run_perf_model(args)
+    if args.suite == "levers":
+        return _run_levers(args)
     if args.preset and args.preset != "tiny":
         return _run_preset_ranks(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
@@ -108,16 +115,23 @@ def _override_ranks(config: Any, args: argparse.Namespace) -> None:
 def _run_and_write(bench: Any, config: Any, args: argparse.Namespace, name: str) -> int:
     """Run a rank benchmark, writing the partial results after every run and the table at the end."""
     from ..bench import write_results
+    from .plots import plot_learning_curves
 
     command = _command()
-    results = bench(
-        config,
-        progress=lambda msg: err_console.print(msg, highlight=False),
-        checkpoint=lambda partial: write_results(partial, args.out, command, name=name),
-    )
-    json_path, md_path = write_results(results, args.out, command, name=name)
+
+    def write(results: dict[str, Any]) -> tuple[Path, ...]:
+        paths = write_results(results, args.out, command, name=name)
+        curves = plot_learning_curves(results, Path(args.out) / f"{name}-curves.png")
+        return (*paths, curves) if curves else paths
+
+    earlier = Path(args.out) / f"{name}.json"
+    resume = json.loads(earlier.read_text()) if args.resume and earlier.is_file() else None
+    if resume is not None:
+        err_console.print(f"resuming from {earlier}: {len(resume.get('rows', []))} runs kept", highlight=False)
+    results = bench(config, progress=lambda msg: err_console.print(msg, highlight=False), checkpoint=write, resume=resume)
+    json_path, md_path, *plots = write(results)
     console.print(md_path.read_text(), markup=False, highlight=False)
-    console.print(f"wrote {json_path} and {md_path}")
+    console.print(f"wrote {json_path}, {md_path}" + "".join(f", {p}" for p in plots))
     return 0
 
 
@@ -150,7 +164,7 @@ def _run_export(args: argparse.Namespace) -> int:
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         adapters=tuple(a.strip() for a in (args.adapters or "lora").split(",") if a.strip()),
         rank=args.rank,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 1,
         work_dir=str(Path(args.cache) / "exports"),
     )
     results = run_export_bench(config)
@@ -221,6 +235,22 @@ def _run_memory(args: argparse.Namespace) -> int:
     results = run_memory_bench(config, progress=lambda msg: err_console.print(msg, highlight=False),
                                checkpoint=lambda partial: write_memory(partial, args.out, name=name))
     json_path, md_path = write_memory(results, args.out, name=name)
+    console.print(md_path.read_text(), markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path} ({results['seconds']} s)")
+    return 0
+
+
+def _run_levers(args: argparse.Namespace) -> int:
+    from ..bench.levers import LeverBenchConfig, run_lever_bench, write_levers
+
+    config = LeverBenchConfig(preset=args.preset or "tiny", adapter=(args.adapters or "lora").split(",")[0], batch=args.batch_size or 8,
+                              quant=args.quant, rank=args.rank, steps=args.steps or 12, threads=args.threads,
+                              work_dir=str(Path(args.cache) / "levers"))
+    if args.smoke:
+        config = LeverBenchConfig(batch=1, variants=("xnnpack+rewrites",), steps=2, warmup=1, profile_steps=1,
+                                  work_dir=str(Path(args.cache) / "levers-smoke"))
+    results = run_lever_bench(config, progress=lambda msg: err_console.print(msg, highlight=False))
+    json_path, md_path = write_levers(results, args.out, name=args.name or ("levers-smoke" if args.smoke else "levers"))
     console.print(md_path.read_text(), markup=False, highlight=False)
     console.print(f"wrote {json_path} and {md_path} ({results['seconds']} s)")
     return 0

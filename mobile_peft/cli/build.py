@@ -29,10 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--align",
         action="store_true",
-        help="Presets on a pretrained language model (smollm2-vlm): run the alignment stage (vision tower + projector on "
-        "digit captions, language model frozen), cached in --cache and reused.",
+        help="Presets on a pretrained language model (smollm2-vlm): run the alignment stages (vision tower pre-trained as a "
+        "digit classifier, then the projector on digit captions, language model frozen), cached in --cache and reused.",
     )
-    p.add_argument("--align-steps", type=int, default=None, help="Alignment steps (default 200).")
+    p.add_argument("--align-steps", type=int, default=None, help="Alignment (projector) steps (default 150).")
     p.add_argument("--cache", default="benchmarks/.cache", help="Alignment cache (shared with `bench ranks --preset`).")
     p.add_argument("--quant", choices=contract.QUANT_MODES, default="none", help="Store the frozen linear weights quantised.")
     p.add_argument("--seed", type=int, default=0)

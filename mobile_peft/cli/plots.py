@@ -34,3 +34,36 @@ def save_figure(fig, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_learning_curves(results: Mapping, path: str | Path, smooth: int = 5) -> Path | None:
+    """A rank benchmark's training loss per step: one panel per task, one line per method x
+    adapter (mean over seeds, moving average over ``smooth`` steps). None when no row has a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in results["rows"] if r.get("losses")]
+    if not rows:
+        return None
+    tasks = [t for t in results["config"]["tasks"] if any(r["task"] == t for r in rows)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), dpi=100, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [r for r in rows if r["task"] == task]
+        for method, adapter in dict.fromkeys((r["method"], r["adapter"]) for r in mine):
+            curves = [r["losses"] for r in mine if r["method"] == method and r["adapter"] == adapter]
+            steps = min(len(c) for c in curves)
+            mean = np.mean([c[:steps] for c in curves], axis=0)
+            window = max(1, min(smooth, steps))
+            smoothed = np.convolve(mean, np.ones(window) / window, mode="valid")
+            ax.plot(range(window, steps + 1), smoothed, label=f"{method}/{adapter}", linewidth=1.2)
+        chance = results.get("chance", {}).get(task)
+        ax.set_title(task + (f" (chance {100 * chance:.0f} %)" if chance is not None else ""), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"learning curves, mean over {len(results['config']['seeds'])} seeds (moving average {smooth})", fontsize=10)
+    return save_figure(fig, path)

@@ -90,13 +90,15 @@ class MobileVLM(nn.Module):
     def max_sequence_length(self) -> int:
         return self.causal_mask.shape[-1]
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, S, S]`` -> image tokens ``[B, N, D]``."""
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` -> the vision tower's features the projector reads, ``[B, N, D_vision]``."""
         out = self.vision_tower(pixel_values=pixel_values, output_hidden_states=True)
         features = out.hidden_states[self.config.vision_feature_layer]
-        if self.config.drop_cls:
-            features = features[:, 1:]
-        return self.projector(features)
+        return features[:, 1:] if self.config.drop_cls else features
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` -> image tokens ``[B, N, D]``."""
+        return self.projector(self.image_features(pixel_values))
 
     def forward(
         self, pixel_values: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None = None

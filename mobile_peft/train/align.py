@@ -1,16 +1,29 @@
-"""The alignment stage (LLaVA's stage 1): train the vision tower and projector of a VLM whose
-language model is pretrained and stays frozen, on a captioning task, so that the image tokens
-mean something to the decoder before any adapter is fine-tuned.
+"""The alignment stages (LLaVA's recipe) for a VLM whose language model is pretrained and stays
+frozen, so that the image tokens mean something to the decoder before any adapter is fine-tuned.
+
+* stage 0 (:func:`pretrain_vision`): LLaVA starts from a pretrained image encoder; a preset's
+  tower is random, so it is first trained as a classifier of the captioning task's answers (a
+  linear head on its mean image feature, thrown away afterwards);
+* stage 1 (:func:`align`): the projector (and, with ``train_vision_tower``, the tower too) is
+  trained on the captioning task through the frozen decoder. The decoder's weights get no
+  gradient (``requires_grad`` off, so backward skips their weight gradients), but gradients still
+  flow *through* it to the image tokens.
 
 Here the captioning task is the embedded digits set's ``digit-name`` ("what digit is shown ?" ->
 "seven"): the frozen decoder must learn to read the projected image tokens as a soft prompt that
-names the digit. Only ``vision_tower.*`` and ``projector.*`` get gradients; the decoder's weights
-get none (``requires_grad`` off, so backward skips their weight gradients), but gradients still
-flow *through* it to the image tokens.
+names the digit.
 
-:func:`aligned_base` caches the result on disk, keyed by the preset and this stage's whole
-config, so every later run (the rank benchmark's methods, seeds and tasks) starts from the very
-same aligned weights.
+The defaults were chosen once on ``smollm2-vlm`` with validation data cut from the training split
+(seeded shuffle of the 1,437 training examples, the last 20 % held out; 160 of them scored):
+stage 1 alone, tower and projector, 200 steps at lr 2e-3 (the first recipe) left the eval split
+at 13.9 % caption accuracy -- chance is 10 %; stage 0 (300 steps) followed by stage 1 on tower and
+projector gave 9.4 % / 10.6 % validation accuracy after 100 / 200 steps (10.6 % at lr 1e-2): the
+tower's noisy gradients through the decoder undo stage 0; stage 0 then the projector alone (LLaVA's
+stage 1), 150 steps at lr 2e-3: **88.7 %** (train subset 91.9 %).
+
+:func:`aligned_base` caches the result on disk, keyed by the preset and the stages' whole config,
+so every later run (the rank benchmark's methods, seeds and tasks) starts from the very same
+aligned weights.
 """
 
 from __future__ import annotations
@@ -18,40 +31,58 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..core.errors import ConfigError
 from .trainer import EvalResult, TrainConfig, evaluate, train
 
-__all__ = ["ALIGNED_TOWERS", "AlignConfig", "AlignResult", "align", "align_key", "aligned_base", "freeze_for_alignment", "source_label"]
+__all__ = ["ALIGNED_TOWERS", "AlignConfig", "AlignResult", "align", "align_key", "aligned_base", "freeze_for_alignment",
+           "pretrain_vision", "source_label"]
 
 logger = logging.getLogger(__name__)
 
-ALIGNED_TOWERS = ("vision_tower", "projector")  # what stage 1 trains; the language model is frozen
+ALIGNED_TOWERS = ("vision_tower", "projector")  # what stage 1 may train; the language model stays frozen
 RESULT_FILE = "align.json"
 
 
 @dataclass
 class AlignConfig:
     task: str = field(default="digit-name", metadata={"help": "Digits captioning task (question -> the digit's word)."})
-    steps: int = field(default=200, metadata={"help": "Optimiser steps."})
+    steps: int = field(default=150, metadata={"help": "Stage 1 optimiser steps."})
     batch_size: int = field(default=8, metadata={"help": "Examples per step."})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the vision tower and projector."})
     seed: int = field(default=0, metadata={"help": "Seed of the vision tower's init and the batch order."})
     max_grad_norm: float | None = field(default=1.0, metadata={"help": "Clip the global gradient norm (None: off)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use only this many training examples."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on this many eval examples (None: all 360)."})
+    vision_steps: int = field(
+        default=300,
+        metadata={"help": "Stage 0: steps pre-training the vision tower as a classifier of the task's answers "
+                  "(a linear head on its mean image feature, then discarded); 0: off."},
+    )
+    vision_batch_size: int = field(default=64, metadata={"help": "Stage 0 images per step."})
+    vision_lr: float = field(default=1e-3, metadata={"help": "Stage 0 AdamW learning rate."})
+    train_vision_tower: bool = field(
+        default=False, metadata={"help": "Stage 1 trains the vision tower too (False: the projector alone, as LLaVA)."}
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(
                 f"AlignConfig steps={self.steps}, batch_size={self.batch_size}, lr={self.lr}: need steps >= 0, "
                 "batch_size >= 1 and lr > 0."
+            )
+        if self.vision_steps < 0 or self.vision_batch_size < 1 or not self.vision_lr > 0:
+            raise ConfigError(
+                f"AlignConfig vision_steps={self.vision_steps}, vision_batch_size={self.vision_batch_size}, "
+                f"vision_lr={self.vision_lr}: need vision_steps >= 0, vision_batch_size >= 1 and vision_lr > 0."
             )
 
 
@@ -62,9 +93,11 @@ class AlignResult:
     trainable_params: int
     before: EvalResult
     after: EvalResult
+    vision: dict[str, Any] | None = None  # stage 0's record (pretrain_vision), when it ran
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "vision_pretraining": self.vision,
             "steps": len(self.losses),
             "seconds": round(self.seconds, 1),
             "trainable_params": self.trainable_params,
@@ -78,17 +111,51 @@ class AlignResult:
         }
 
 
-def freeze_for_alignment(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Freeze everything but the vision tower and projector; return those parameters by name."""
+def freeze_for_alignment(model: nn.Module, towers: tuple[str, ...] = ALIGNED_TOWERS) -> dict[str, nn.Parameter]:
+    """Freeze everything but ``towers`` (default the vision tower and projector); return their
+    parameters by name."""
     params = {}
     for name, p in model.named_parameters():
-        trainable = name.split(".", 1)[0] in ALIGNED_TOWERS
+        trainable = name.split(".", 1)[0] in towers
         p.requires_grad_(trainable)
         if trainable:
             params[name] = p
     if not params:
-        raise ConfigError(f"the model has no {' or '.join(ALIGNED_TOWERS)} parameters to align.")
+        raise ConfigError(f"the model has no {' or '.join(towers)} parameters to align.")
     return params
+
+
+def pretrain_vision(model: nn.Module, train_ds: Any, config: AlignConfig) -> dict[str, Any]:
+    """Stage 0: train ``model.vision_tower`` (in place) to classify ``train_ds``'s answers from its
+    mean image feature through a linear head that is then thrown away -- the pretrained image
+    encoder LLaVA's stage 1 starts from, which a preset with a random tower lacks. Returns the
+    stage's record (steps, seconds, final training accuracy over the last 10 steps)."""
+    answers = sorted({ex.answer for ex in train_ds.examples})
+    index = {a: i for i, a in enumerate(answers)}
+    labels = torch.tensor([index[ex.answer] for ex in train_ds.examples])
+    pixels = torch.stack([train_ds[i]["pixel_values"] for i in range(len(train_ds))])
+    generator = torch.Generator().manual_seed(config.seed)
+    head = nn.Linear(model.vision_tower.config.hidden_size, len(answers))
+    params = [*model.vision_tower.parameters(), *head.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=config.vision_lr)
+    model.vision_tower.train()
+    start = time.perf_counter()
+    correct: list[float] = []
+    for _ in range(config.vision_steps):
+        batch = torch.randint(len(labels), (config.vision_batch_size,), generator=generator)
+        logits = head(model.image_features(pixels[batch]).mean(dim=1))
+        loss = nn.functional.cross_entropy(logits, labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        correct.append(float((logits.argmax(-1) == labels[batch]).float().mean()))
+    model.vision_tower.eval()
+    seconds = time.perf_counter() - start
+    accuracy = sum(correct[-10:]) / len(correct[-10:]) if correct else None
+    logger.info("pre-trained the vision tower %d steps in %.0fs (train accuracy %s)", config.vision_steps, seconds, accuracy)
+    return {"steps": config.vision_steps, "seconds": round(seconds, 1), "classes": len(answers), "train_accuracy": accuracy}
 
 
 class _Progress:
@@ -107,15 +174,17 @@ def align(
     config: AlignConfig,
     progress: Callable[[int, float], None] | None = None,
 ) -> AlignResult:
-    """Train ``model``'s vision tower and projector on ``config.task`` with the language model
-    frozen (in place); exact-match caption accuracy on the eval split before and after."""
+    """Stage 0 (when ``config.vision_steps``), then stage 1 on ``config.task`` with the language
+    model frozen (in place); exact-match caption accuracy on the eval split before and after
+    stage 1."""
     from .job import make_datasets
 
     train_ds, eval_ds = make_datasets(
         f"digits:{config.task}", tokenizer, model.config.input_spec, 0,
         train_limit=config.train_limit, eval_limit=config.eval_limit,
     )
-    params = freeze_for_alignment(model)
+    vision = pretrain_vision(model, train_ds, config) if config.vision_steps else None
+    params = freeze_for_alignment(model, ALIGNED_TOWERS if config.train_vision_tower else ("projector",))
     before = evaluate(model, eval_ds)
     cfg = TrainConfig(
         steps=config.steps, batch_size=config.batch_size, lr=config.lr, optimizer="adamw",
@@ -128,7 +197,8 @@ def align(
         p.requires_grad_(False)
     after = evaluate(model, eval_ds)
     logger.info("aligned %d steps in %.0fs: caption accuracy %.3f -> %.3f", config.steps, seconds, before.accuracy, after.accuracy)
-    return AlignResult(losses, seconds, sum(p.numel() for p in params.values()), before, after)
+    seconds += vision["seconds"] if vision else 0.0
+    return AlignResult(losses, seconds, sum(p.numel() for p in params.values()), before, after, vision)
 
 
 def align_key(preset: str, config: AlignConfig, source: str = "") -> str:

@@ -33,6 +33,28 @@ def test_bench_smoke_runs_every_method_from_the_cli(tmp_path, capsys):
         replace(smoke_config(str(cache)), allocators=("uniform",), adapters=("lora",), full=False)
     )
     assert again["base_cached"] and again["pretrain_seconds"] == 0.0 and len(again["rows"]) == 1
+    # learning curves and chance levels come with the results
+    assert (out / "ranks-smoke-curves.png").stat().st_size > 0
+    assert all(len(r["losses"]) == results["config"]["steps"] for r in results["rows"])
+    assert 0.0 < results["chance"]["parity"] <= 1.0 and "chance" in table
+
+
+def test_bench_resumes_a_stopped_run_and_refuses_another_config(tmp_path, monkeypatch):
+    from mobile_peft.core.errors import ConfigError
+
+    config = replace(smoke_config(str(tmp_path / "cache")), allocators=("uniform", "ard"), adapters=("lora",), full=False)
+    first = run_rank_bench(replace(config, allocators=("uniform",)))
+    partial = {**first, "config": json.loads(json.dumps({**first["config"], "allocators": ["uniform", "ard"]}))}
+    ran = []
+    import mobile_peft.bench.ranks as ranks
+
+    real = ranks._one_run
+    monkeypatch.setattr(ranks, "_one_run", lambda *a: ran.append(a[3]) or real(*a))
+    resumed = run_rank_bench(config, resume=partial)
+    assert ran == ["ard"]  # uniform's run was kept, not run again
+    assert resumed["rows"][0] == first["rows"][0] and [r["method"] for r in resumed["rows"]] == ["uniform", "ard"]
+    with pytest.raises(ConfigError, match="cannot resume.*steps"):
+        run_rank_bench(replace(config, steps=config.steps + 1), resume=partial)
 
 
 def test_paired_delta_and_ridge_option():
@@ -113,3 +135,16 @@ def test_speed_bench_smoke(tmp_path):
     assert row["format"] == "onnx" and row["optimizer"] == "adamw" and row["eager_ms"] > 0 and row["step_ms"] > 0
     assert row["ratio_vs_eager"] == round(row["step_ms"] / row["eager_ms"], 3)
     assert results["machine"]["cpus"] >= 1 and "| tiny | lora | default | 1 | onnx (adamw) |" in (out / "speed-smoke.md").read_text()
+
+
+def test_levers_bench_smoke(tmp_path):
+    """One export variant at batch 1: a row per variant with its ratio and its ETDump profile."""
+    pytest.importorskip("executorch")
+    out = tmp_path / "out"
+    assert main(["bench", "levers", "--smoke", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    results = json.loads((out / "levers-smoke.json").read_text())
+    (row,) = results["rows"]
+    assert row["variant"] == "xnnpack+rewrites" and row["optimise"] and row["xnnpack"]
+    assert row["step_ms"] > 0 and row["eager_ms"] > 0 and row["ratio_vs_eager"] > 0 and row["export_s"] > 0
+    assert row["profile"]["ops"] and row["profile"]["kernels_ms"] > 0
+    assert "xnnpack+rewrites" in (out / "levers-smoke.md").read_text()

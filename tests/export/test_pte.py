@@ -109,3 +109,60 @@ def test_hydra_sgd_parity(tmp_path):
         loss.backward()
         optimizer.step()
         assert got == pytest.approx(loss.item(), rel=1e-4)
+
+
+def _run_graph(ep, inputs) -> list[torch.Tensor]:
+    """The program's graph on flat arguments (lifted parameters, buffers and constants, then ``inputs``)."""
+    from torch.export.graph_signature import InputKind
+
+    user = iter(inputs)
+    args = []
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            args.append(next(user))
+        elif spec.target in ep.state_dict:
+            args.append(ep.state_dict[spec.target])
+        else:
+            args.append(ep.constants[spec.target])
+    return [t.detach().clone() for t in ep.graph_module(*args)]
+
+
+def _count(ep, target) -> int:
+    return sum(1 for n in ep.graph_module.graph.nodes if n.op == "call_function" and n.target == target)
+
+
+def test_graph_rewrites_keep_every_output(lora_model):
+    """pte.simplify composes transpose pairs and turns small powers into products: fewer copies
+    and ``pow`` kernels, the same loss, gradients and parameters to float rounding."""
+    from mobile_peft.export.formats import _io
+    from mobile_peft.export.pte import capture, joint_graph, simplify
+
+    model = lora_model[0]
+    inputs, _, _ = _io(model, 2, 0, with_weights=False)
+    joint = joint_graph(capture(TrainingWrapper(copy.deepcopy(model)), inputs))
+    before = _run_graph(joint, inputs)
+    permutes, powers = _count(joint, torch.ops.aten.permute.default), _count(joint, torch.ops.aten.pow.Tensor_Scalar)
+    simplify(joint)
+    assert _count(joint, torch.ops.aten.permute.default) < permutes
+    assert _count(joint, torch.ops.aten.pow.Tensor_Scalar) < powers
+    after = _run_graph(joint, inputs)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_op_profile_names_the_kernels(pte_bundle):
+    """The ETDump profile behind ``bench levers``: per-kernel time inside the method's time."""
+    from mobile_peft.bench.levers import op_profile
+    from mobile_peft.core.datasets import load_dataset
+    from mobile_peft.runtime.bundle import Bundle
+
+    bundle = Bundle.open(pte_bundle.path)
+    arrays = bundle.encoder().batch(load_dataset("digits:parity", "train", limit=2))
+    profile = op_profile(pte_bundle.path, [*arrays, *bundle.schedule.phase_masks(0)], steps=2)
+    assert profile["steps"] == 3
+    assert 0 < profile["kernels_ms"] <= profile["method_ms"]
+    names = {o["op"] for o in profile["ops"]}
+    assert any(n.startswith("native_call_") for n in names)
+    assert any(o["delegated"] for o in profile["ops"])  # the XNNPACK matmuls
+    assert all(o["ms_per_step"] >= 0 and o["calls_per_step"] >= 1 for o in profile["ops"])

@@ -19,7 +19,8 @@ def test_only_vision_tower_and_projector_learn(tmp_path, write_tiny_gguf):
     assert not any(p.requires_grad for p in model.language_model.parameters())
     language = {k: v.clone() for k, v in model.language_model.state_dict().items()}
     vision = {k: v.clone() for k, v in model.vision_tower.state_dict().items()}
-    result = align(model, tokenizer, AlignConfig(steps=40, batch_size=16, lr=3e-3, train_limit=256, eval_limit=32))
+    config = AlignConfig(steps=40, batch_size=16, lr=3e-3, train_limit=256, eval_limit=32, vision_steps=0, train_vision_tower=True)
+    result = align(model, tokenizer, config)
     assert all(torch.equal(v, model.language_model.state_dict()[k]) for k, v in language.items())
     assert any(not torch.equal(v, model.vision_tower.state_dict()[k]) for k, v in vision.items())
     # The tiny decoder is random, so a soft prompt moves its answers slowly; the same eval examples
@@ -29,6 +30,39 @@ def test_only_vision_tower_and_projector_learn(tmp_path, write_tiny_gguf):
     assert result.after.loss < result.before.loss - 0.1, (result.before, result.after)
     assert result.trainable_params == sum(p.numel() for p in params.values())
     assert not any(p.requires_grad for p in model.parameters())  # left frozen for whoever adapts it next
+
+
+def test_default_recipe_pretrains_the_tower_then_aligns_the_projector(tmp_path, write_tiny_gguf, monkeypatch):
+    """Stage 0 trains the vision tower as a classifier; stage 1 then moves the projector alone."""
+    from mobile_peft.train.align import pretrain_vision
+    from mobile_peft.train.job import make_datasets
+
+    write_tiny_gguf(tmp_path / "lm.gguf")
+    model, tokenizer = load_gguf(tmp_path / "lm.gguf", vision_tower="clip-tiny", seed=0)
+    train_ds, _ = make_datasets("digits:digit-name", tokenizer, model.config.input_spec, 0, train_limit=256)
+    vision = {k: v.clone() for k, v in model.vision_tower.state_dict().items()}
+    record = pretrain_vision(model, train_ds, AlignConfig(vision_steps=60, vision_lr=3e-3))
+    assert record["steps"] == 60 and record["classes"] == 10
+    assert record["train_accuracy"] > 0.3  # chance is 0.1: the tower learns to tell digits apart
+    assert any(not torch.equal(v, model.vision_tower.state_dict()[k]) for k, v in vision.items())
+
+    model, tokenizer = load_gguf(tmp_path / "lm.gguf", vision_tower="clip-tiny", seed=0)
+    language = {k: v.clone() for k, v in model.language_model.state_dict().items()}
+    config = AlignConfig(steps=4, batch_size=8, train_limit=64, eval_limit=8, vision_steps=5, vision_batch_size=16)
+    tower_after_stage0 = {}
+    original = pretrain_vision
+
+    def spy(model_, train_ds_, config_):
+        out = original(model_, train_ds_, config_)
+        tower_after_stage0.update({k: v.clone() for k, v in model_.vision_tower.state_dict().items()})
+        return out
+
+    monkeypatch.setattr("mobile_peft.train.align.pretrain_vision", spy)
+    result = align(model, tokenizer, config)
+    assert result.vision["steps"] == 5
+    assert all(torch.equal(v, model.vision_tower.state_dict()[k]) for k, v in tower_after_stage0.items())
+    assert all(torch.equal(v, model.language_model.state_dict()[k]) for k, v in language.items())
+    assert result.trainable_params == sum(p.numel() for p in model.projector.parameters())
 
 
 def test_aligned_base_is_cached_by_config(tmp_path, write_tiny_gguf):
