@@ -252,7 +252,7 @@ def export_bundle(
     answers: list[str] | None = None,
     seed: int = 0,
     optimise: bool = True,
-    xnnpack_extra: tuple[str, ...] = (),
+    xnnpack_ops: tuple[str, ...] | None = None,
 ) -> BundleResult:
     """Export a trainable bundle of format ``fmt`` (:data:`~.contract.FORMATS`) to ``out``.
 
@@ -263,8 +263,8 @@ def export_bundle(
     (coreml): the fixed answer vocabulary of the updatable head (default: the digit names).
     ``seed``: initialisation of the default adapters (when ``source`` has none and no
     ``adapter_dir`` is given). ``optimise`` (pte): the value-preserving graph rewrites
-    (:func:`.pte.simplify`); False exports the graph as traced, for comparison. ``xnnpack_extra``
-    (pte): more XNNPACK partitioner configs by class name (:data:`.pte.XNNPACK_EXTRA`).
+    (:func:`.pte.simplify`); False exports the graph as traced, for comparison. ``xnnpack_ops``
+    (pte): the XNNPACK partitioner configs that delegate, by class name (None: :data:`.pte.XNNPACK_OPS`).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; expected one of {FORMATS.names()}.")
@@ -283,7 +283,7 @@ def export_bundle(
     optimizer = copy.deepcopy(exporter.default_optimizer)
     if lr is not None:
         optimizer.lr = lr
-    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers, optimise, tuple(xnnpack_extra))
+    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers, optimise, tuple(xnnpack_ops) if xnnpack_ops is not None else None)
     methods, files = exporter.export(job)
     save_tokenizer(tokenizer, out)
     manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, optimizer)

@@ -64,7 +64,7 @@ class ExportJob:
     xnnpack: bool = True
     answers: list[str] | None = None
     optimise: bool = True  # pte: the value-preserving graph rewrites (pte.simplify)
-    xnnpack_extra: tuple[str, ...] = ()  # pte: more XNNPACK partitioner configs (pte.lower)
+    xnnpack_ops: tuple[str, ...] | None = None  # pte: the delegated XNNPACK configs (None: pte.XNNPACK_OPS)
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def _export_pte(job: ExportJob) -> tuple[dict[str, Any], list[str]]:
         job.out,
         xnnpack=job.xnnpack,
         optimise=job.optimise,
-        xnnpack_extra=job.xnnpack_extra,
+        **({"xnnpack_ops": job.xnnpack_ops} if job.xnnpack_ops is not None else {}),
     )
     K = MethodKey
     methods = {

@@ -152,28 +152,29 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
     return joint
 
 
-# Only the matrix multiplies go to XNNPACK. Measured on the tiny test model (2 cores): linear-only
-# delegation lowers in 18 s with 13.7 ms/step; every XNNPACK config (softmax excluded: a delegated
-# softmax whose output the backward re-reads becomes a pass-through output XNNPACK rejects, "Output
-# node ... is already in the inputs") lowers in 33 s for 12.0 ms/step.
-_XNNPACK_CONFIGS = ("LinearConfig", "AddmmConfig", "MMConfig")
-# ``bench levers`` measures adding these: the joint graph's transposes and attention's batched
-# matmuls, the largest portable kernels left after the graph rewrites (ETDump).
-XNNPACK_EXTRA = ("PermuteConfig", "BMMConfig")
+# What goes to XNNPACK (partitioner config class names). The matrix multiplies first: measured on
+# the tiny test model (2 cores), linear-only delegation lowers in 18 s with 13.7 ms/step; every
+# XNNPACK config (softmax excluded: a delegated softmax whose output the backward re-reads becomes
+# a pass-through output XNNPACK rejects, "Output node ... is already in the inputs") lowers in 33 s
+# for 12.0 ms/step. Then the joint graph's transposes and attention's batched matmuls, the largest
+# ExecuTorch kernels left after the graph rewrites (``mobile-peft bench levers``: tiny LoRA batch 8,
+# 71.8 -> 51.8 ms per step).
+MATMUL_OPS = ("LinearConfig", "AddmmConfig", "MMConfig")
+XNNPACK_OPS = (*MATMUL_OPS, "PermuteConfig", "BMMConfig")
 
 
 def lower(
     programs: dict[str, torch.export.ExportedProgram],
     xnnpack: bool = True,
     fast_fusion: bool = True,
-    xnnpack_extra: tuple[str, ...] = (),
+    xnnpack_ops: tuple[str, ...] = XNNPACK_OPS,
 ) -> Any:
     """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``.
 
     ``fast_fusion``: fuse delegates without re-copying and re-generating the whole graph per
     delegate (:mod:`._fuse`; the same program, in time linear in the graph). False runs
-    ExecuTorch's own fusion, for comparison. ``xnnpack_extra``: more XNNPACK partitioner configs
-    by class name (e.g. :data:`XNNPACK_EXTRA`)."""
+    ExecuTorch's own fusion, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
+    that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only)."""
     _require_executorch()
     from executorch.exir import EdgeCompileConfig, to_edge, to_edge_transform_and_lower
 
@@ -184,11 +185,10 @@ def lower(
 
     from ._partition import LinearTimeXnnpackPartitioner
 
-    wanted = (*_XNNPACK_CONFIGS, *xnnpack_extra)
-    unknown = sorted(set(wanted) - {c.__name__ for c in ALL_PARTITIONER_CONFIGS})
+    unknown = sorted(set(xnnpack_ops) - {c.__name__ for c in ALL_PARTITIONER_CONFIGS})
     if unknown:
-        raise ConfigError(f"unknown XNNPACK partitioner config(s) {unknown}; ExecuTorch has e.g. {list(XNNPACK_EXTRA)}.")
-    configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in wanted]
+        raise ConfigError(f"unknown XNNPACK partitioner config(s) {unknown}; expected names such as {list(XNNPACK_OPS)}.")
+    configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in xnnpack_ops]
     partitioner = LinearTimeXnnpackPartitioner(
         configs=configs, force_non_static_weights_for_f32_linear=True, defer_codegen=fast_fusion
     )
@@ -226,18 +226,18 @@ def export_pte(
     out_dir: str | Path,
     xnnpack: bool = True,
     optimise: bool = True,
-    xnnpack_extra: tuple[str, ...] = (),
+    xnnpack_ops: tuple[str, ...] = XNNPACK_OPS,
 ) -> dict[str, Any]:
     """capture -> joint graph -> (:func:`simplify`) -> lower -> serialise; returns what the
     manifest records. ``optimise=False`` skips the graph rewrites (the benchmark's "before");
-    ``xnnpack_extra`` as in :func:`lower`."""
+    ``xnnpack_ops`` as in :func:`lower`."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
     evaluation = capture(eval_module, eval_inputs)
     if optimise:
         simplify(joint)
         simplify(evaluation)
-    edge = lower({contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation}, xnnpack=xnnpack, xnnpack_extra=xnnpack_extra)
+    edge = lower({contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation}, xnnpack=xnnpack, xnnpack_ops=xnnpack_ops)
     pte, ptd = serialise(edge, out_dir)
     logger.info("wrote %s (%d B) and %s (%d B)", pte, pte.stat().st_size, ptd, ptd.stat().st_size)
     return {"files": [pte.name, ptd.name], "xnnpack": xnnpack}

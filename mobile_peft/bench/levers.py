@@ -7,9 +7,9 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``portable``: no XNNPACK delegation, the graph as traced (every op in ExecuTorch's kernels);
 * ``xnnpack``: the matrix multiplies delegated to XNNPACK, the graph as traced (the "before");
 * ``xnnpack+rewrites``: the same plus the value-preserving graph rewrites of
-  :func:`export.pte.simplify` (the default export);
+  :func:`export.pte.simplify`;
 * ``xnnpack+rewrites+transpose,bmm``: the same with the transposes and batched matmuls delegated
-  to XNNPACK too (:data:`export.pte.XNNPACK_EXTRA`).
+  to XNNPACK too (:data:`export.pte.XNNPACK_OPS`): the default export.
 
 Every variant and eager PyTorch (same adapters, precision, inputs, SGD) then train on the very
 same encoded batch, alternating as in :mod:`.speed` (rotated order, warm-up first, median and
@@ -29,16 +29,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .speed import _bundle_step, _eager_step, _stats, machine_info
+from ..export.pte import MATMUL_OPS
+from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
 __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run_lever_bench", "write_levers"]
 
 # variant -> export_bundle options
 VARIANTS: dict[str, dict[str, Any]] = {
     "portable": {"xnnpack": False, "optimise": False},
-    "xnnpack": {"xnnpack": True, "optimise": False},
-    "xnnpack+rewrites": {"xnnpack": True, "optimise": True},
-    "xnnpack+rewrites+transpose,bmm": {"xnnpack": True, "optimise": True, "xnnpack_extra": ("PermuteConfig", "BMMConfig")},
+    "xnnpack": {"xnnpack": True, "optimise": False, "xnnpack_ops": MATMUL_OPS},
+    "xnnpack+rewrites": {"xnnpack": True, "optimise": True, "xnnpack_ops": MATMUL_OPS},
+    "xnnpack+rewrites+transpose,bmm": {"xnnpack": True, "optimise": True},  # the default export
 }
 # ETDump events that contain other events (not kernels).
 _ENVELOPES = {"Method::execute": "method_ms", "OPERATOR_CALL": "kernels_ms", "DELEGATE_CALL": "delegates_ms"}
@@ -152,14 +153,7 @@ def run_lever_bench(config: LeverBenchConfig, progress: Callable[[str], None] | 
     contenders["eager"] = _eager_step(model, arrays, "sgd", optimizer["lr"])
     if progress:
         progress(f"levers: timing {len(contenders)} contenders, {config.steps} alternating rounds")
-    order = list(contenders)
-    times: dict[str, list[float]] = {k: [] for k in order}
-    for round_ in range(config.warmup + config.steps):
-        for name in order[round_ % len(order):] + order[: round_ % len(order)]:
-            t = time.perf_counter()
-            contenders[name]()
-            if round_ >= config.warmup:
-                times[name].append(1000 * (time.perf_counter() - t))
+    times = alternate(contenders, config.warmup, config.steps)
     eager = _stats(times["eager"])
     masks = bundle.schedule.phase_masks(0)
     rows = []

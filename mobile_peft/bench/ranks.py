@@ -399,7 +399,8 @@ def markdown_table(results: dict[str, Any], command: str) -> str:
         + f"; {len(cfg['seeds'])} seeds; "
         f"{cfg['steps']} steps, batch {cfg['batch_size']}; budget = uniform LoRA rank {cfg['budget_rank']} for every adapter "
         f"(r_max {cfg['r_max']}); "
-        f"lr {cfg['lr_adapter']} (adapters), {cfg['lr_full']} (full). Wall time includes hydra-rank's warm-up and probes.",
+        f"lr {cfg['lr_adapter']} (adapters)" + (f", {cfg['lr_full']} (full)" if cfg.get("full", True) else "")
+        + ". Wall time includes hydra-rank's warm-up and probes.",
         "Accuracy: mean ± std over tasks x seeds. Δ vs uniform: the same run's accuracy minus uniform's on the same adapter "
         "(full: minus uniform/lora) for the same task and seed, mean ± standard error, and how many of the pairs it won.",
     ]

@@ -31,7 +31,7 @@ from ..train import TrainConfig, batches, evaluate, make_optimizer
 from ..train.align import AlignConfig, aligned_base, source_label
 from .ranks import BenchConfig, _curve, _one_run, run_rank_bench
 
-__all__ = ["PresetBenchConfig", "preset_smoke_config", "run_preset_rank_bench"]
+__all__ = ["PresetBenchConfig", "base_note", "preset_smoke_config", "run_preset_rank_bench"]
 
 UPPER_FACTOR = 8  # uniform-8x: the upper reference's budget, in multiples of the benchmark's
 PEFT_METHODS = ("peft-lora", "peft-adalora")
@@ -179,6 +179,18 @@ def _run(config: PresetBenchConfig, base: Any, data: tuple[Any, Any], method: st
     return _RUNNERS.get(method, _one_run)(config, base, data, method, adapter, seed)
 
 
+def base_note(label: str, record: dict[str, Any]) -> str:
+    """The table's line on the base: the alignment stages and the caption accuracy they reached."""
+    vision = record.get("vision_pretraining")
+    cfg = record["config"]
+    stage0 = f"vision tower pre-trained {vision['steps']} steps as a digit classifier, then " if vision else ""
+    stage1 = "projector" if not cfg.get("train_vision_tower", True) else "vision tower + projector"
+    return (
+        f"Base: {label}, {stage0}{stage1} aligned {record['steps']} steps on {cfg['task']} (language model frozen; "
+        f"caption accuracy {100 * record['accuracy_after']:.1f} % on the eval split, {record['seconds']:.0f} s, cached)"
+    )
+
+
 def run_preset_rank_bench(
     config: PresetBenchConfig,
     progress: Callable[[str], None] | None = None,
@@ -189,14 +201,7 @@ def run_preset_rank_bench(
     (``resume`` as there) plus ``preset`` and the ``alignment`` record (its caption accuracy and seconds)."""
     model, tokenizer, record, cached = aligned_base(config.preset, config.align, config.cache_dir)
     label = source_label(config.preset)
-    extra = {
-        "preset": label,
-        "alignment": record,
-        "base_note": (
-            f"Base: {label}, vision tower + projector aligned {record['steps']} steps on {config.align.task} "
-            f"(language model frozen; caption accuracy {100 * record['accuracy_after']:.1f} %)"
-        ),
-    }
+    extra = {"preset": label, "alignment": record, "base_note": base_note(label, record)}
 
     def with_extra(results: dict[str, Any]) -> dict[str, Any]:
         return {**results, **extra}

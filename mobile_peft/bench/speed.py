@@ -90,6 +90,20 @@ def _bundle_step(path: Path, batch_arrays: tuple) -> tuple[Callable[[], None], d
     return step, bundle.optimizer
 
 
+def alternate(contenders: dict[str, Callable[[], None]], warmup: int, steps: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each contender: ``warmup`` rounds, then ``steps`` timed rounds that
+    call every contender once, in an order rotated every round (drift hits all alike)."""
+    order = list(contenders)
+    times: dict[str, list[float]] = {k: [] for k in order}
+    for round_ in range(warmup + steps):
+        for name in order[round_ % len(order):] + order[: round_ % len(order)]:
+            start = time.perf_counter()
+            contenders[name]()
+            if round_ >= warmup:
+                times[name].append(1000 * (time.perf_counter() - start))
+    return times
+
+
 def _stats(ms: list[float]) -> dict[str, float]:
     q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
     return {"median": round(statistics.median(ms), 3), "q1": round(q[0], 3), "q3": round(q[2], 3)}
@@ -109,14 +123,7 @@ def _workload(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) -
     for name in sorted({o["name"] for o in optimizers.values()}):
         lr = next(o["lr"] for o in optimizers.values() if o["name"] == name)
         contenders[f"eager-{name}"] = _eager_step(model, arrays, name, lr)
-    order = list(contenders)
-    times: dict[str, list[float]] = {k: [] for k in order}
-    for round_ in range(config.warmup + config.steps):
-        for name in order[round_ % len(order):] + order[: round_ % len(order)]:
-            start = time.perf_counter()
-            contenders[name]()
-            if round_ >= config.warmup:
-                times[name].append(1000 * (time.perf_counter() - start))
+    times = alternate(contenders, config.warmup, config.steps)
     rows = []
     for fmt in paths:
         eager_name = f"eager-{optimizers[fmt]['name']}"

@@ -65,5 +65,7 @@ def plot_learning_curves(results: Mapping, path: str | Path, smooth: int = 5) ->
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"learning curves, mean over {len(results['config']['seeds'])} seeds (moving average {smooth})", fontsize=10)
+    seeds = len({r["seed"] for r in rows})
+    adalora = "; peft-adalora's includes its orthogonality regulariser" if any(r["method"] == "peft-adalora" for r in rows) else ""
+    fig.suptitle(f"training loss, mean over {seeds} seed{'s' if seeds > 1 else ''} (moving average {smooth}){adalora}", fontsize=10)
     return save_figure(fig, path)
