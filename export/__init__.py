@@ -11,6 +11,7 @@ from __future__ import annotations
 from .bundle import BundleResult, export_bundle, prepare_model, zip_bundle
 from .demo import export_demo_bundles
 from .formats import FORMATS, ExportFormat, OptimizerDefaults
+from .pte import PteOptions
 from .wrappers import EvalWrapper, MaskSlot, TrainingWrapper, mask_slots
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ExportFormat",
     "MaskSlot",
     "OptimizerDefaults",
+    "PteOptions",
     "TrainingWrapper",
     "export_bundle",
     "export_demo_bundles",

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
+import heapq
 import logging
 import operator
 from collections.abc import Iterator
@@ -77,34 +79,53 @@ _PRIORITISED = frozenset(
 )
 
 
-def topological_order(graph: torch.fx.Graph) -> list[Node]:
+def topological_order(graph: torch.fx.Graph, stable: bool = False) -> list[Node]:
     """The order ``legalize_graph`` gives ``graph``'s nodes (Kahn; FIFO queue, prioritised ops
-    first). Raises ``RuntimeError`` naming the nodes on a cycle."""
+    first), or with ``stable`` the valid order closest to the graph's own (Kahn taking the ready
+    node that comes first in the graph). Raises ``RuntimeError`` naming the nodes on a cycle.
+
+    Why ``stable``: the FIFO queue is breadth-first, so every value that depends on the inputs
+    alone (each frozen weight's dequantisation, in a joint graph) moves to the front and stays
+    alive until its far-away use; ExecuTorch plans memory in this order. Keeping the traced
+    order keeps each value next to its readers (``mobile-peft bench levers``: planned arena)."""
     nodes = list(graph.nodes)
     indeg = dict.fromkeys(nodes, 0)
     for node in nodes:
         for user in node.users:
             indeg[user] += 1
-    queue = collections.deque(node for node in nodes if indeg[node] == 0)
     order: list[Node] = []
-    while queue:
-        current = queue.popleft()
-        order.append(current)
-        for user in current.users:
-            indeg[user] -= 1
-            if indeg[user] == 0:
-                if user.op == "call_function" and user.target in _PRIORITISED:
-                    queue.appendleft(user)
-                else:
-                    queue.append(user)
+    if stable:
+        position = {node: i for i, node in enumerate(nodes)}
+        ready = [position[node] for node in nodes if indeg[node] == 0]
+        heapq.heapify(ready)
+        while ready:
+            current = nodes[heapq.heappop(ready)]
+            order.append(current)
+            for user in current.users:
+                indeg[user] -= 1
+                if indeg[user] == 0:
+                    heapq.heappush(ready, position[user])
+    else:
+        queue = collections.deque(node for node in nodes if indeg[node] == 0)
+        while queue:
+            current = queue.popleft()
+            order.append(current)
+            for user in current.users:
+                indeg[user] -= 1
+                if indeg[user] == 0:
+                    if user.op == "call_function" and user.target in _PRIORITISED:
+                        queue.appendleft(user)
+                    else:
+                        queue.append(user)
     if len(order) < len(nodes):
         raise RuntimeError(f"Input graph has cycles, unable to add {[n for n in indeg if indeg[n] != 0]}")
     return order
 
 
-def legalize_in_place(gm: GraphModule) -> GraphModule:
-    """``legalize_graph`` without copying: same resulting node order and ``users`` order."""
-    order = topological_order(gm.graph)
+def legalize_in_place(gm: GraphModule, stable: bool = False) -> GraphModule:
+    """``legalize_graph`` without copying: same resulting node order and ``users`` order (with
+    ``stable``: the order of :func:`topological_order` ``stable``)."""
+    order = topological_order(gm.graph, stable)
     position = {node: i for i, node in enumerate(order)}
     cursor = gm.graph._root  # the sentinel before the first node
     for node in order:
@@ -153,9 +174,10 @@ def defer_codegen(program: Any) -> None:
 
 
 @contextlib.contextmanager
-def fast_fusion() -> Iterator[bool]:
-    """Within the block, ExecuTorch's delegate fusion legalises in place. Yields whether the swap
-    was made (False when ExecuTorch no longer uses torch's ``legalize_graph`` there)."""
+def fast_fusion(stable: bool = False) -> Iterator[bool]:
+    """Within the block, ExecuTorch's delegate fusion legalises in place (keeping the graph's
+    order where it can with ``stable``). Yields whether the swap was made (False when ExecuTorch
+    no longer uses torch's ``legalize_graph`` there)."""
     from executorch.exir import lowered_backend_module as fusion
     from torch.fx.passes import tools_common
 
@@ -164,7 +186,7 @@ def fast_fusion() -> Iterator[bool]:
         logger.debug("ExecuTorch's fusion does not call torch's legalize_graph; leaving it as is")
         yield False
         return
-    fusion.legalize_graph = legalize_in_place
+    fusion.legalize_graph = functools.partial(legalize_in_place, stable=stable) if stable else legalize_in_place
     try:
         yield True
     finally:

@@ -49,6 +49,7 @@ from mobile_peft.train.job import make_adapter_config
 
 from .formats import FORMATS, ExportJob, OptimizerDefaults
 from .memory_bound import adapter_step_terms, memory_bound
+from .pte import PteOptions
 from .wrappers import mask_slots
 
 __all__ = ["BundleResult", "export_bundle", "prepare_model", "zip_bundle"]
@@ -251,8 +252,7 @@ def export_bundle(
     make_zip: bool = False,
     answers: list[str] | None = None,
     seed: int = 0,
-    optimise: bool = True,
-    xnnpack_ops: tuple[str, ...] | None = None,
+    pte_options: PteOptions | None = None,
 ) -> BundleResult:
     """Export a trainable bundle of format ``fmt`` (:data:`~.contract.FORMATS`) to ``out``.
 
@@ -262,14 +262,18 @@ def export_bundle(
     too, which also trains at ``batch_size``). ``answers``
     (coreml): the fixed answer vocabulary of the updatable head (default: the digit names).
     ``seed``: initialisation of the default adapters (when ``source`` has none and no
-    ``adapter_dir`` is given). ``optimise`` (pte): the value-preserving graph rewrites
-    (:func:`.pte.simplify`); False exports the graph as traced, for comparison. ``xnnpack_ops``
-    (pte): the XNNPACK partitioner configs that delegate, by class name (None: :data:`.pte.XNNPACK_OPS`).
+    ``adapter_dir`` is given). ``xnnpack`` (pte): delegate to XNNPACK; ``pte_options``: every
+    switch of the ExecuTorch export (:class:`.pte.PteOptions`, defaults: the shipped export), for
+    measuring what each buys; give one or the other.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is unknown; expected one of {FORMATS.names()}.")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1.")
+    if pte_options is None:
+        pte_options = PteOptions(xnnpack=xnnpack)
+    elif not xnnpack:
+        raise ConfigError("xnnpack=False and pte_options were both given; set PteOptions(xnnpack=False) instead.")
     exporter = FORMATS[fmt]
     exporter.require()  # fail before any work when the format's optional package is missing
     out = Path(out)
@@ -283,7 +287,7 @@ def export_bundle(
     optimizer = copy.deepcopy(exporter.default_optimizer)
     if lr is not None:
         optimizer.lr = lr
-    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, xnnpack, answers, optimise, tuple(xnnpack_ops) if xnnpack_ops is not None else None)
+    job = ExportJob(model, tokenizer, out, batch_size, pad_id, optimizer, answers, pte_options)
     methods, files = exporter.export(job)
     save_tokenizer(tokenizer, out)
     manifest = build_manifest(fmt, model, tokenizer, sched, batch_size, methods, optimizer)

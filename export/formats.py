@@ -21,6 +21,7 @@ from mobile_peft.core import contract
 from mobile_peft.core.contract import MethodKey, OptimizerKey
 from mobile_peft.core.registry import Registry
 
+from .pte import PteOptions
 from .wrappers import EvalWrapper, TrainingWrapper
 
 __all__ = ["FORMATS", "ExportFormat", "ExportJob", "OptimizerDefaults", "example_inputs"]
@@ -61,10 +62,8 @@ class ExportJob:
     batch_size: int
     pad_id: int
     optimizer: OptimizerDefaults
-    xnnpack: bool = True
     answers: list[str] | None = None
-    optimise: bool = True  # pte: the value-preserving graph rewrites (pte.simplify)
-    xnnpack_ops: tuple[str, ...] | None = None  # pte: the delegated XNNPACK configs (None: pte.XNNPACK_OPS)
+    pte: PteOptions = PteOptions()  # how the ExecuTorch program is built (pte only)
 
 
 @dataclass(frozen=True)
@@ -147,9 +146,7 @@ def _export_pte(job: ExportJob) -> tuple[dict[str, Any], list[str]]:
         inputs,
         eval_inputs,
         job.out,
-        xnnpack=job.xnnpack,
-        optimise=job.optimise,
-        **({"xnnpack_ops": job.xnnpack_ops} if job.xnnpack_ops is not None else {}),
+        job.pte,
     )
     K = MethodKey
     methods = {

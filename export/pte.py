@@ -5,6 +5,8 @@ Stages, each callable alone::
 
     capture(wrapper, inputs)        torch.export.export(strict=False)       -> ExportedProgram
     joint_graph(ep)                 _export_forward_backward + op rewrites  -> joint ExportedProgram
+    recompute_frozen(joint)         frozen-weight values recomputed in the backward (memory)
+    simplify(ep)                    value-preserving rewrites (portable-kernel time)
     lower({method: ep}, xnnpack)    to_edge_transform_and_lower (XNNPACK)   -> EdgeProgramManager
     serialise(edge, out_dir)        to_executorch(external_mutable_weights) -> model.pte + adapters.ptd
 
@@ -27,6 +29,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,17 @@ from mobile_peft.core.errors import ConfigError, MissingExtraError
 
 from . import _fuse
 
-__all__ = ["PteTrainer", "capture", "export_pte", "joint_graph", "lower", "serialise", "simplify"]
+__all__ = [
+    "PteOptions",
+    "PteTrainer",
+    "capture",
+    "export_pte",
+    "joint_graph",
+    "lower",
+    "recompute_frozen",
+    "serialise",
+    "simplify",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +149,177 @@ def _small_powers_as_mul(ep: torch.export.ExportedProgram) -> int:
     return rewritten
 
 
+def _frozen_values(ep: torch.export.ExportedProgram) -> set[torch.fx.Node]:
+    """The nodes whose value is the same every step: frozen inputs (buffers, lifted constants,
+    parameters that get no gradient) and the deterministic functional ops computed from those
+    alone (the int8 weights' dequantisation, their transposes, rotary tables)."""
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    sig = ep.graph_signature
+    trained = {s.target for s in sig.output_specs if s.kind == OutputKind.GRADIENT_TO_PARAMETER}
+    frozen_inputs = {
+        s.arg.name
+        for s in sig.input_specs
+        if s.kind in (InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+        or s.kind == InputKind.PARAMETER and s.target not in trained
+    }
+    frozen: set[torch.fx.Node] = set()
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "placeholder":
+            if node.name in frozen_inputs:
+                frozen.add(node)
+        elif (
+            node.op == "call_function"
+            and isinstance(node.target, torch._ops.OpOverload)
+            and not node.target._schema.is_mutable
+            and torch.Tag.nondeterministic_seeded not in node.target.tags
+            and all(i in frozen for i in node.all_input_nodes)
+        ):
+            frozen.add(node)
+    return frozen
+
+
+def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
+    """Recompute, right before the backward needs it, a value the backward reads that depends on
+    frozen inputs alone, instead of keeping the forward's copy alive across the step -- where that
+    lowers the step's peak.
+
+    The frozen backbone is int8; each linear dequantises its weight to fp32 (and, in edge
+    dialect, every transpose of it is a copy). The backward's input gradient ``dY @ W`` reads that
+    fp32 weight again, so the memory plan keeps every adapted-through layer's dequantised weight
+    from its forward to its backward: four bytes per backbone parameter at the step's peak, where
+    the backbone itself holds one. Recomputing costs one more dequantisation per such weight per
+    step, and its transient (the int8 -> fp32 copy, then the scaled weight) at the backward's
+    reader. So each candidate is judged on the graph's liveness (bytes of every value from its
+    definition to its last reader, views free): taken, largest saving first, when its transient
+    does not raise the peak -- a weight the backward reads right after the loss (the tied LM head,
+    113 MB in ``smolvlm-256m``) is better kept. The forward set is the loss's ancestors; a value
+    outside it that only the backward reads is moved to its first reader the same way. Returns
+    how many values are recomputed."""
+    import numpy as np
+
+    graph = ep.graph_module.graph
+    nodes = list(graph.nodes)
+    position = {node: i for i, node in enumerate(nodes)}
+    loss = nodes[-1].args[0][0]
+    forward: set[torch.fx.Node] = set()
+    stack = [loss]
+    while stack:
+        node = stack.pop()
+        if node not in forward:
+            forward.add(node)
+            stack.extend(node.all_input_nodes)
+    frozen = _frozen_values(ep)
+    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # candidate -> its backward readers
+    for node in nodes:
+        if node in forward or node in frozen or node.op != "call_function":
+            continue
+        for value in node.all_input_nodes:
+            if value in frozen and value.op != "placeholder":
+                readers.setdefault(value, []).append(node)
+    live = _liveness(nodes, position)
+    users = {node: set(node.users) for node in nodes}
+    last = {node: max((position[u] for u in node.users), default=position[node]) for node in nodes}
+    chosen = []
+    by_saving = sorted(readers, key=lambda v: -_bytes(v) * (position[readers[v][-1]] - position[v]))
+    for value in by_saving:
+        chain = _chain(value)
+        delta = np.zeros(len(nodes) + 1, dtype=np.int64)
+        moved = {value: set(readers[value])}  # node -> users it loses
+        ends = {}
+        for node in reversed(chain):  # users before inputs: a node left without users dies
+            remaining = users[node] - moved.get(node, set())
+            new_last = max((position[u] for u in remaining), default=None)
+            ends[node] = new_last
+            if new_last is None:
+                for i in node.all_input_nodes:
+                    moved.setdefault(i, set()).add(node)
+                start = position[node]
+            else:
+                start = new_last + 1
+            if start <= last[node]:
+                delta[start] -= _bytes(node)
+                delta[last[node] + 1] += _bytes(node)
+        first = position[readers[value][0]]
+        clone_last = max(position[r] for r in readers[value])
+        delta[first] += _bytes(value)  # the recomputed value, from its first reader to its last
+        delta[clone_last + 1] -= _bytes(value)
+        transient = max((_bytes(n) for n in chain if n is not value), default=0)
+        trial = live + np.cumsum(delta)[:-1]
+        trial[first] += transient
+        if trial.max() > live.max() or trial.sum() >= live.sum():
+            continue
+        live = trial
+        live[first] -= transient
+        for node, lost in moved.items():
+            users[node] -= lost
+            last[node] = ends.get(node, last[node]) if ends.get(node) is not None else position[node]
+        chosen.append(value)
+    for value in chosen:
+        copy = _clone_chain(graph, _chain(value), before=readers[value][0])
+        for reader in readers[value]:
+            reader.replace_input_with(value, copy)
+    graph.eliminate_dead_code()
+    ep.graph_module.recompile()
+    logger.debug("recomputed %d of %d frozen values the backward reads", len(chosen), len(readers))
+    return len(chosen)
+
+
+_ALIASES = frozenset(
+    getattr(torch.ops.aten, name).default
+    for name in ("view", "_unsafe_view", "unsqueeze", "squeeze", "expand", "alias")
+    if hasattr(getattr(torch.ops.aten, name), "default")
+)
+
+
+def _bytes(node: torch.fx.Node) -> int:
+    """Bytes ``node`` allocates (0 for a view: ExecuTorch plans views as aliases)."""
+    if node.op != "call_function" or node.target in _ALIASES:
+        return 0
+    val = node.meta.get("val")
+    values = val if isinstance(val, tuple | list) else [val]
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+
+def _liveness(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) -> Any:
+    """Bytes alive at each position of ``nodes`` (a value lives from its node to its last reader)."""
+    import numpy as np
+
+    delta = np.zeros(len(nodes) + 1, dtype=np.int64)
+    for node in nodes:
+        size = _bytes(node)
+        if size:
+            delta[position[node]] += size
+            delta[max((position[u] for u in node.users), default=position[node]) + 1] -= size
+    return np.cumsum(delta)[:-1]
+
+
+def _chain(value: torch.fx.Node) -> list[torch.fx.Node]:
+    """``value``'s computation from the graph's inputs, in order (``value`` last)."""
+    chain: list[torch.fx.Node] = []
+    seen: set[torch.fx.Node] = set()
+
+    def visit(node: torch.fx.Node) -> None:
+        if node in seen or node.op == "placeholder":
+            return
+        seen.add(node)
+        for i in node.all_input_nodes:
+            visit(i)
+        chain.append(node)
+
+    visit(value)
+    return chain
+
+
+def _clone_chain(graph: torch.fx.Graph, chain: list[torch.fx.Node], before: torch.fx.Node) -> torch.fx.Node:
+    """A copy of ``chain`` (:func:`_chain`) inserted before ``before``; returns its last node."""
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    with graph.inserting_before(before):
+        for node in chain:
+            env[node] = graph.node_copy(node, lambda n: env.get(n, n))
+    return env[chain[-1]]
+
+
 def simplify(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """The graph rewrites that cut portable-kernel time without changing a value (in place)."""
     permutes, powers = _compose_permutes(ep), _small_powers_as_mul(ep)
@@ -163,18 +347,40 @@ MATMUL_OPS = ("LinearConfig", "AddmmConfig", "MMConfig")
 XNNPACK_OPS = (*MATMUL_OPS, "PermuteConfig", "BMMConfig")
 
 
+@dataclass(frozen=True)
+class PteOptions:
+    """How :func:`export_pte` builds the program; the defaults are the shipped export, and the
+    switches exist to measure what each lever buys (``mobile-peft bench levers``).
+
+    ``xnnpack``: delegate to XNNPACK (False: every op in ExecuTorch's portable kernels).
+    ``xnnpack_ops``: the partitioner configs that delegate, by class name (:data:`XNNPACK_OPS`;
+    :data:`MATMUL_OPS`: matmuls only). ``rewrites``: the value-preserving graph rewrites of
+    :func:`simplify`. ``recompute_frozen``: :func:`recompute_frozen` on the training graph.
+    ``keep_order``: delegate fusion keeps the traced node order (:func:`lower`)."""
+
+    xnnpack: bool = True
+    xnnpack_ops: tuple[str, ...] = XNNPACK_OPS
+    rewrites: bool = True
+    recompute_frozen: bool = True
+    keep_order: bool = True
+
+
 def lower(
     programs: dict[str, torch.export.ExportedProgram],
     xnnpack: bool = True,
     fast_fusion: bool = True,
     xnnpack_ops: tuple[str, ...] = XNNPACK_OPS,
+    keep_order: bool = True,
 ) -> Any:
     """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``.
 
     ``fast_fusion``: fuse delegates without re-copying and re-generating the whole graph per
     delegate (:mod:`._fuse`; the same program, in time linear in the graph). False runs
     ExecuTorch's own fusion, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
-    that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only)."""
+    that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only).
+    ``keep_order`` (with ``fast_fusion``): fusing keeps the graph's node order where it can
+    instead of ExecuTorch's breadth-first one (:func:`._fuse.topological_order`), which decides
+    what the memory plan keeps alive together."""
     _require_executorch()
     from executorch.exir import EdgeCompileConfig, to_edge, to_edge_transform_and_lower
 
@@ -192,7 +398,7 @@ def lower(
     partitioner = LinearTimeXnnpackPartitioner(
         configs=configs, force_non_static_weights_for_f32_linear=True, defer_codegen=fast_fusion
     )
-    with _fuse.fast_fusion() if fast_fusion else contextlib.nullcontext():
+    with _fuse.fast_fusion(stable=keep_order) if fast_fusion else contextlib.nullcontext():
         return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 
@@ -224,23 +430,27 @@ def export_pte(
     train_inputs: tuple,
     eval_inputs: tuple,
     out_dir: str | Path,
-    xnnpack: bool = True,
-    optimise: bool = True,
-    xnnpack_ops: tuple[str, ...] = XNNPACK_OPS,
+    options: PteOptions = PteOptions(),
 ) -> dict[str, Any]:
-    """capture -> joint graph -> (:func:`simplify`) -> lower -> serialise; returns what the
-    manifest records. ``optimise=False`` skips the graph rewrites (the benchmark's "before");
-    ``xnnpack_ops`` as in :func:`lower`."""
+    """capture -> joint graph -> (:func:`recompute_frozen`, :func:`simplify`) -> lower ->
+    serialise, as ``options`` say; returns what the manifest records."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
     evaluation = capture(eval_module, eval_inputs)
-    if optimise:
+    if options.recompute_frozen:
+        recompute_frozen(joint)
+    if options.rewrites:
         simplify(joint)
         simplify(evaluation)
-    edge = lower({contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation}, xnnpack=xnnpack, xnnpack_ops=xnnpack_ops)
+    edge = lower(
+        {contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation},
+        xnnpack=options.xnnpack,
+        xnnpack_ops=options.xnnpack_ops,
+        keep_order=options.keep_order,
+    )
     pte, ptd = serialise(edge, out_dir)
     logger.info("wrote %s (%d B) and %s (%d B)", pte, pte.stat().st_size, ptd, ptd.stat().st_size)
-    return {"files": [pte.name, ptd.name], "xnnpack": xnnpack}
+    return {"files": [pte.name, ptd.name], "xnnpack": options.xnnpack}
 
 
 class PteTrainer:

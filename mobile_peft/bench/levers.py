@@ -9,13 +9,16 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``xnnpack+rewrites``: the same plus the value-preserving graph rewrites of
   :func:`export.pte.simplify`;
 * ``xnnpack+rewrites+transpose,bmm``: the same with the transposes and batched matmuls delegated
-  to XNNPACK too (:data:`export.pte.XNNPACK_OPS`): the default export.
+  to XNNPACK too (:data:`export.pte.XNNPACK_OPS`);
+* ``…+order``: the same, with delegate fusion keeping the traced node order instead of
+  ExecuTorch's breadth-first one (:func:`export._fuse.topological_order`);
+* ``…+order+recompute``: the same with frozen weights' dequantisation recomputed in the backward
+  where that lowers the peak (:func:`export.pte.recompute_frozen`): the default export;
+* ``xnnpack+rewrites+transpose+order+recompute``: the same without the batched matmuls delegated
+  (delegating transposes and batched matmuls together enlarged the planned arena of a cut
+  ``smolvlm-256m``: 309 MiB against 241 with either alone).
 
-Every variant and eager PyTorch (same adapters, precision, inputs, SGD) then train on the very
-same encoded batch, alternating as in :mod:`.speed` (rotated order, warm-up first, median and
-interquartile range). Each variant's step is also profiled with ExecuTorch's ETDump: time per
-step in each kernel (``native_call_*``: ExecuTorch's own kernels; XNNPACK's ops by name), summed
-over the steps the profile ran.
+The last two are memory levers: each row also carries the training method's planned arena.
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..export.pte import MATMUL_OPS
+from ..export.pte import MATMUL_OPS, PteOptions
 from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
 __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run_lever_bench", "write_levers"]
 
-# variant -> export_bundle options
-VARIANTS: dict[str, dict[str, Any]] = {
-    "portable": {"xnnpack": False, "optimise": False},
-    "xnnpack": {"xnnpack": True, "optimise": False, "xnnpack_ops": MATMUL_OPS},
-    "xnnpack+rewrites": {"xnnpack": True, "optimise": True, "xnnpack_ops": MATMUL_OPS},
-    "xnnpack+rewrites+transpose,bmm": {"xnnpack": True, "optimise": True},  # the default export
+# variant -> how the ExecuTorch program is built
+VARIANTS: dict[str, PteOptions] = {
+    "portable": PteOptions(xnnpack=False, rewrites=False, recompute_frozen=False, keep_order=False),
+    "xnnpack": PteOptions(xnnpack_ops=MATMUL_OPS, rewrites=False, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites": PteOptions(xnnpack_ops=MATMUL_OPS, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm": PteOptions(recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm+order": PteOptions(recompute_frozen=False),
+    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(),  # the default export
+    "xnnpack+rewrites+transpose+order+recompute": PteOptions(xnnpack_ops=(*MATMUL_OPS, "PermuteConfig")),
 }
 # ETDump events that contain other events (not kernels).
 _ENVELOPES = {"Method::execute": "method_ms", "OPERATOR_CALL": "kernels_ms", "DELEGATE_CALL": "delegates_ms"}
@@ -117,7 +123,7 @@ def _export(config: LeverBenchConfig, model: Any, tokenizer: Any, variant: str) 
     path = Path(config.work_dir) / f"{config.preset}-{config.quant}-{config.adapter}-r{config.rank}-b{config.batch}-{variant.replace(',', '-')}"
     if not (path / "manifest.json").is_file():
         start = time.perf_counter()
-        export_bundle((model, tokenizer), "pte", path, batch_size=config.batch, seed=0, **VARIANTS[variant])
+        export_bundle((model, tokenizer), "pte", path, batch_size=config.batch, seed=0, pte_options=VARIANTS[variant])
         (path / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     return path
 
@@ -129,6 +135,7 @@ def run_lever_bench(config: LeverBenchConfig, progress: Callable[[str], None] | 
     from ..core.datasets import load_dataset
     from ..models import build_model
     from ..runtime.bundle import Bundle
+    from ..runtime.profile import planned_memory
     from ..train.job import make_adapter_config
 
     unknown = [v for v in config.variants if v not in VARIANTS]
@@ -164,7 +171,9 @@ def run_lever_bench(config: LeverBenchConfig, progress: Callable[[str], None] | 
         profile = op_profile(path, [*arrays, *masks], config.profile_steps)
         rows.append({
             "preset": config.preset, "adapter": config.adapter, "batch": config.batch, "variant": variant,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[variant].items()}, "export_s": float((path / "export_seconds.txt").read_text()),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(VARIANTS[variant]).items()},
+            "export_s": float((path / "export_seconds.txt").read_text()),
+            "train_arena_bytes": planned_memory(Bundle.open(path))["train_arena_bytes"],
             "step_ms": s["median"], "step_iqr_ms": [s["q1"], s["q3"]], "eager_ms": eager["median"],
             "eager_iqr_ms": [eager["q1"], eager["q3"]], "ratio_vs_eager": round(s["median"] / eager["median"], 3),
             "profile": {**profile, "ops": profile["ops"][: config.top_ops]},
@@ -177,7 +186,7 @@ def levers_markdown(results: dict[str, Any]) -> str:
     from . import _markdown
 
     cfg = results["config"]
-    head = ["variant", "export s", "step ms", "× eager", "in kernels ms", "in XNNPACK ms", "top kernels (ms/step, calls)"]
+    head = ["variant", "export s", "step ms", "× eager", "arena MiB", "in kernels ms", "in XNNPACK ms", "top kernels (ms/step, calls)"]
     body = []
     for r in results["rows"]:
         p = r["profile"]
@@ -185,7 +194,7 @@ def levers_markdown(results: dict[str, Any]) -> str:
                         for o in p["ops"] if not o["delegated"])
         body.append([r["variant"], f"{r['export_s']:.0f}",
                      f"{r['step_ms']:.1f} [{r['step_iqr_ms'][0]:.1f}–{r['step_iqr_ms'][1]:.1f}]",
-                     f"{r['ratio_vs_eager']:.2f}", f"{p['kernels_ms']:.1f}", f"{p['delegates_ms']:.1f}", top])
+                     f"{r['ratio_vs_eager']:.2f}", f"{r['train_arena_bytes'] / 2**20:.1f}", f"{p['kernels_ms']:.1f}", f"{p['delegates_ms']:.1f}", top])
     eager = results["rows"][0]
     machine = results["machine"]
     note = (f"`mobile-peft bench levers`: {cfg['preset']} {cfg['adapter']} r{cfg['rank']}, {cfg['quant']} backbone, batch "

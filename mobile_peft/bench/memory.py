@@ -155,8 +155,15 @@ def run_memory_bench(
 ) -> dict[str, Any]:
     """Every workload of ``config``; ``checkpoint`` gets the results so far (``complete`` false)
     after each workload, so a long run that is stopped keeps what it measured."""
+    from ..core.errors import ConfigError
     from ..runtime.devices import get_device
 
+    unknown = sorted(set(config.targets) - set(TARGET_SETS))
+    if unknown:
+        raise ConfigError(f"unknown target set(s) {unknown}; expected some of {list(TARGET_SETS)}.")
+    unknown = sorted(set(config.formats) - {"pte", "onnx"})
+    if unknown:
+        raise ConfigError(f"the memory benchmark measures the trained formats pte and onnx, not {unknown}.")
     start = time.perf_counter()
     budgets = {d: get_device(d).app_budget_bytes for d in config.devices}
     machine = {"cpus": config.threads, "platform": platform.platform(), "processor": platform.processor()}

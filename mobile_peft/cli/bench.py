@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Model preset. export: random weights, built once (default smolvlm-256m); ranks: the base (default tiny; "
         "smollm2-vlm, or a .gguf file, runs the benchmark on a pretrained language model after an alignment stage).",
     )
-    g.add_argument("--formats", default="pte,onnx,coreml", help="Comma list of bundle formats.")
+    g.add_argument("--formats", default=None, help="Comma list of bundle formats (export: pte,onnx,coreml; memory: pte,onnx).")
+    g.add_argument("--targets", default=None, help="Comma list of adapter target sets (memory: default,language+projector).")
     g.add_argument("--adapters", default=None, help="Comma list of adapters (export default: lora; speed: lora,hydra).")
     g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
     g.add_argument("--rank", type=int, default=8, help="Adapter rank.")
@@ -161,7 +162,7 @@ def _run_export(args: argparse.Namespace) -> int:
     config = ExportBenchConfig(
         preset=args.preset or "smolvlm-256m",
         quant=args.quant,
-        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+        formats=tuple(f.strip() for f in (args.formats or "pte,onnx,coreml").split(",") if f.strip()),
         adapters=tuple(a.strip() for a in (args.adapters or "lora").split(",") if a.strip()),
         rank=args.rank,
         batch_size=args.batch_size or 1,
@@ -230,6 +231,8 @@ def _run_memory(args: argparse.Namespace) -> int:
     else:
         config = MemoryBenchConfig(presets=items(args.presets), adapters=items(args.adapters or "lora,hydra"),
                                    batches=tuple(int(b) for b in items(args.batches)), rank=args.rank,
+                                   targets=items(args.targets or "default,language+projector"),
+                                   formats=items(args.formats or "pte,onnx"),
                                    steps=args.steps or 5, threads=args.threads, work_dir=work_dir)
     name = args.name or ("memory-smoke" if args.smoke else "memory")
     results = run_memory_bench(config, progress=lambda msg: err_console.print(msg, highlight=False),

@@ -144,7 +144,7 @@ def test_levers_bench_smoke(tmp_path):
     assert main(["bench", "levers", "--smoke", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
     results = json.loads((out / "levers-smoke.json").read_text())
     (row,) = results["rows"]
-    assert row["variant"] == "xnnpack+rewrites" and row["optimise"] and row["xnnpack"]
+    assert row["variant"] == "xnnpack+rewrites" and row["rewrites"] and row["xnnpack"] and row["train_arena_bytes"] > 0
     assert row["step_ms"] > 0 and row["eager_ms"] > 0 and row["ratio_vs_eager"] > 0 and row["export_s"] > 0
     assert row["profile"]["ops"] and row["profile"]["kernels_ms"] > 0
     assert "xnnpack+rewrites" in (out / "levers-smoke.md").read_text()

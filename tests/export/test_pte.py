@@ -151,6 +151,41 @@ def test_graph_rewrites_keep_every_output(lora_model):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
+    """pte.recompute_frozen: the backward recomputes dequantised frozen weights instead of keeping
+    them alive from the forward; the graph's liveness peak drops, every output stays bit-equal
+    (the same ops on the same values), and what it recomputes depends on frozen inputs only."""
+    from mobile_peft.adapters import apply_adapters
+    from mobile_peft.export import pte
+    from mobile_peft.export.formats import _io
+    from mobile_peft.models import build_model
+    from mobile_peft.train.job import make_adapter_config
+
+    model, _ = build_model("tiny", quant="int8", seed=0)  # adapters on every layer: a long backward
+    apply_adapters(model, make_adapter_config("lora", 4, None, model.config.default_targets))
+    inputs, _, _ = _io(model, 2, 0, with_weights=False)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+
+    def peak(ep):
+        nodes = list(ep.graph_module.graph.nodes)
+        return int(pte._liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
+
+    before_peak, before = peak(joint), _run_graph(joint, inputs)
+    assert pte.recompute_frozen(joint) > 0
+    assert peak(joint) < before_peak
+    after = _run_graph(joint, inputs)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    sig = joint.graph_signature
+    frozen = {n.name for n in pte._frozen_values(joint) if n.op == "placeholder"}
+    graded = {s.target for s in sig.output_specs if s.kind == OutputKind.GRADIENT_TO_PARAMETER}
+    moving = {s.arg.name for s in sig.input_specs if s.kind == InputKind.USER_INPUT or s.target in graded}
+    assert frozen and len(moving) > len(inputs) and not frozen & moving
+
+
 def test_op_profile_names_the_kernels(pte_bundle):
     """The ETDump profile behind ``bench levers``: per-kernel time inside the method's time."""
     from mobile_peft.bench.levers import op_profile
