@@ -340,11 +340,13 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
 # the tiny test model (2 cores), linear-only delegation lowers in 18 s with 13.7 ms/step; every
 # XNNPACK config (softmax excluded: a delegated softmax whose output the backward re-reads becomes
 # a pass-through output XNNPACK rejects, "Output node ... is already in the inputs") lowers in 33 s
-# for 12.0 ms/step. Then the joint graph's transposes and attention's batched matmuls, the largest
-# ExecuTorch kernels left after the graph rewrites (``mobile-peft bench levers``: tiny LoRA batch 8,
-# 62.4 -> 44.7 ms per step).
+# for 12.0 ms/step. Then the joint graph's transposes, the largest ExecuTorch kernel left after the
+# graph rewrites (``mobile-peft bench levers``, tiny LoRA batch 8: 61.7 -> 46.4 ms per step with
+# the memory levers on). Attention's batched matmuls too (``BMMConfig``) were 1.5 ms faster there
+# but, delegated together with the transposes, enlarge the planned arena: tiny 15.0 -> 22.1 MiB,
+# ``smolvlm-256m`` cut to 2+3 layers 241 -> 309 MiB (either alone: 241), so they stay out.
 MATMUL_OPS = ("LinearConfig", "AddmmConfig", "MMConfig")
-XNNPACK_OPS = (*MATMUL_OPS, "PermuteConfig", "BMMConfig")
+XNNPACK_OPS = (*MATMUL_OPS, "PermuteConfig")
 
 
 @dataclass(frozen=True)

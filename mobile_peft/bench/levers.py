@@ -8,17 +8,18 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``xnnpack``: the matrix multiplies delegated to XNNPACK, the graph as traced (the "before");
 * ``xnnpack+rewrites``: the same plus the value-preserving graph rewrites of
   :func:`export.pte.simplify`;
-* ``xnnpack+rewrites+transpose,bmm``: the same with the transposes and batched matmuls delegated
-  to XNNPACK too (:data:`export.pte.XNNPACK_OPS`);
+* ``xnnpack+rewrites+transpose,bmm``: the same with the transposes and attention's batched
+  matmuls delegated to XNNPACK too;
 * ``…+order``: the same, with delegate fusion keeping the traced node order instead of
   ExecuTorch's breadth-first one (:func:`export._fuse.topological_order`);
 * ``…+order+recompute``: the same with frozen weights' dequantisation recomputed in the backward
-  where that lowers the peak (:func:`export.pte.recompute_frozen`): the default export;
-* ``xnnpack+rewrites+transpose+order+recompute``: the same without the batched matmuls delegated
-  (delegating transposes and batched matmuls together enlarged the planned arena of a cut
-  ``smolvlm-256m``: 309 MiB against 241 with either alone).
+  where that lowers the peak (:func:`export.pte.recompute_frozen`);
+* ``xnnpack+rewrites+transpose+order+recompute``: the same without the batched matmuls
+  (:data:`export.pte.XNNPACK_OPS`): the default export. Transposes and batched matmuls delegated
+  together enlarge the planned arena (a cut ``smolvlm-256m``: 309 MiB against 241 with either).
 
-The last two are memory levers: each row also carries the training method's planned arena.
+The order, recompute and batched-matmul choices are memory levers: each row also carries the
+training method's planned arena.
 """
 
 from __future__ import annotations
@@ -32,20 +33,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..export.pte import MATMUL_OPS, PteOptions
+from ..export.pte import MATMUL_OPS, XNNPACK_OPS, PteOptions
 from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
 __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run_lever_bench", "write_levers"]
 
 # variant -> how the ExecuTorch program is built
+_WITH_BMM = (*XNNPACK_OPS, "BMMConfig")
 VARIANTS: dict[str, PteOptions] = {
     "portable": PteOptions(xnnpack=False, rewrites=False, recompute_frozen=False, keep_order=False),
     "xnnpack": PteOptions(xnnpack_ops=MATMUL_OPS, rewrites=False, recompute_frozen=False, keep_order=False),
     "xnnpack+rewrites": PteOptions(xnnpack_ops=MATMUL_OPS, recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm": PteOptions(recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm+order": PteOptions(recompute_frozen=False),
-    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(),  # the default export
-    "xnnpack+rewrites+transpose+order+recompute": PteOptions(xnnpack_ops=(*MATMUL_OPS, "PermuteConfig")),
+    "xnnpack+rewrites+transpose,bmm": PteOptions(xnnpack_ops=_WITH_BMM, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm+order": PteOptions(xnnpack_ops=_WITH_BMM, recompute_frozen=False),
+    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(xnnpack_ops=_WITH_BMM),
+    "xnnpack+rewrites+transpose+order+recompute": PteOptions(),  # the default export
 }
 # ETDump events that contain other events (not kernels).
 _ENVELOPES = {"Method::execute": "method_ms", "OPERATOR_CALL": "kernels_ms", "DELEGATE_CALL": "delegates_ms"}

@@ -28,3 +28,16 @@ def test_memory_bench_smoke(tmp_path):
     assert isinstance(onnx["devices"]["galaxy-a14"]["fits"], bool) and onnx["devices"]["galaxy-a14"]["limiter"]
     table = (out / "memory-smoke.md").read_text()
     assert "| tiny | lora | default | 1 | onnx (adamw) |" in table and "Lower bound by term:" in table
+
+
+def test_memory_bench_refuses_unknown_target_sets_and_formats(tmp_path):
+    """Caught before any model is built: the message names what was given and what exists."""
+    import pytest
+
+    from mobile_peft.bench.memory import MemoryBenchConfig, run_memory_bench
+    from mobile_peft.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown target set\(s\) \['vision'\].*language\+projector"):
+        run_memory_bench(MemoryBenchConfig(targets=("default", "vision"), work_dir=str(tmp_path)))
+    with pytest.raises(ConfigError, match=r"pte and onnx, not \['coreml'\]"):
+        run_memory_bench(MemoryBenchConfig(formats=("pte", "coreml"), work_dir=str(tmp_path)))
