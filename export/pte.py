@@ -29,7 +29,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -246,17 +246,15 @@ def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
         delta[clone_last + 1] -= _bytes(value)
         transient = max((_bytes(n) for n in chain if n is not value), default=0)
         trial = live + np.cumsum(delta)[:-1]
-        trial[first] += transient
-        if trial.max() > live.max() or trial.sum() >= live.sum():
+        if max(trial.max(), trial[first] + transient) > live.max() or trial.sum() >= live.sum():
             continue
         live = trial
-        live[first] -= transient
-        for node, lost in moved.items():
-            users[node] -= lost
-            last[node] = ends.get(node, last[node]) if ends.get(node) is not None else position[node]
-        chosen.append(value)
-    for value in chosen:
-        copy = _clone_chain(graph, _chain(value), before=readers[value][0])
+        for node in chain:
+            users[node] -= moved.get(node, set())
+            last[node] = position[node] if ends[node] is None else ends[node]
+        chosen.append((value, chain))
+    for value, chain in chosen:
+        copy = _clone_chain(graph, chain, before=readers[value][0])
         for reader in readers[value]:
             reader.replace_input_with(value, copy)
     graph.eliminate_dead_code()
@@ -365,6 +363,14 @@ class PteOptions:
     rewrites: bool = True
     recompute_frozen: bool = True
     keep_order: bool = True
+
+    def fingerprint(self) -> str:
+        """Eight hex digits that change with any switch: caches of exported bundles key on it, so
+        a bundle exported before a lever changed is not reused."""
+        import hashlib
+
+        switches = sorted((f.name, getattr(self, f.name)) for f in fields(self))
+        return hashlib.sha256(repr(switches).encode()).hexdigest()[:8]
 
 
 def lower(

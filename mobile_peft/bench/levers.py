@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..export.pte import MATMUL_OPS, XNNPACK_OPS, PteOptions
+from ._cache import bundle_path, is_exported
 from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
 __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run_lever_bench", "write_levers"]
@@ -122,8 +123,9 @@ def op_profile(path: Path, inputs: list, steps: int, warmup: int = 1) -> dict[st
 def _export(config: LeverBenchConfig, model: Any, tokenizer: Any, variant: str) -> Path:
     from ..export import export_bundle
 
-    path = Path(config.work_dir) / f"{config.preset}-{config.quant}-{config.adapter}-r{config.rank}-b{config.batch}-{variant.replace(',', '-')}"
-    if not (path / "manifest.json").is_file():
+    stem = f"{config.preset}-{config.quant}-{config.adapter}-r{config.rank}-b{config.batch}-{variant.replace(',', '-')}"
+    path = bundle_path(config.work_dir, stem, "pte", VARIANTS[variant])
+    if not is_exported(path):
         start = time.perf_counter()
         export_bundle((model, tokenizer), "pte", path, batch_size=config.batch, seed=0, pte_options=VARIANTS[variant])
         (path / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")

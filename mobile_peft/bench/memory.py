@@ -79,10 +79,11 @@ def _model(config: MemoryBenchConfig, preset: str, adapter: str, targets: str) -
 
 def _bundles(config: MemoryBenchConfig, preset: str, adapter: str, targets: str, batch: int) -> dict[str, Path]:
     from ..export import export_bundle
+    from ._cache import bundle_path, is_exported
 
     stem = f"{preset}-{config.quant}-{adapter}-r{config.rank}-{targets.replace('+', '-')}-b{batch}"
-    paths = {fmt: Path(config.work_dir) / f"{stem}-{fmt}" for fmt in config.formats}
-    missing = [fmt for fmt, path in paths.items() if not (path / "manifest.json").is_file()]
+    paths = {fmt: bundle_path(config.work_dir, stem, fmt) for fmt in config.formats}
+    missing = [fmt for fmt, path in paths.items() if not is_exported(path)]
     if missing:
         model = _model(config, preset, adapter, targets)
         for fmt in missing:
@@ -157,13 +158,14 @@ def run_memory_bench(
     after each workload, so a long run that is stopped keeps what it measured."""
     from ..core.errors import ConfigError
     from ..runtime.devices import get_device
+    from ..runtime.profile import TRAINED_FORMATS
 
     unknown = sorted(set(config.targets) - set(TARGET_SETS))
     if unknown:
         raise ConfigError(f"unknown target set(s) {unknown}; expected some of {list(TARGET_SETS)}.")
-    unknown = sorted(set(config.formats) - {"pte", "onnx"})
+    unknown = sorted(set(config.formats) - set(TRAINED_FORMATS))
     if unknown:
-        raise ConfigError(f"the memory benchmark measures the trained formats pte and onnx, not {unknown}.")
+        raise ConfigError(f"the memory benchmark measures the trained formats {list(TRAINED_FORMATS)}, not {unknown}.")
     start = time.perf_counter()
     budgets = {d: get_device(d).app_budget_bytes for d in config.devices}
     machine = {"cpus": config.threads, "platform": platform.platform(), "processor": platform.processor()}

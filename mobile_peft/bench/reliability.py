@@ -19,11 +19,12 @@ def _bundles(cache: Path, formats: list[str]) -> dict[str, Path]:
     from ..adapters import LoraConfig, apply_adapters
     from ..export import export_bundle
     from ..models import build_model
+    from ._cache import bundle_path, is_exported
 
     out = {}
     for fmt in formats:
-        path = cache / f"reliability-tiny-{fmt}"
-        if not (path / "manifest.json").is_file():
+        path = bundle_path(cache, "reliability-tiny", fmt)
+        if not is_exported(path):
             model, tokenizer = build_model("tiny", quant="int8", seed=0)
             apply_adapters(model, LoraConfig(r=4, lora_alpha=8, target_modules=model.config.default_targets))
             export_bundle((model, tokenizer), fmt, path, batch_size=4)

@@ -44,13 +44,14 @@ def _bundles(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) ->
     from ..export import export_bundle
     from ..models import build_model
     from ..train.job import make_adapter_config
+    from ._cache import bundle_path, is_exported
 
     model, tokenizer = build_model(preset, quant=config.quant, seed=0)
     apply_adapters(model, make_adapter_config(adapter, config.rank, None, model.config.default_targets))
     paths = {}
     for fmt in config.formats:
-        path = Path(config.work_dir) / f"{preset}-{config.quant}-{adapter}-r{config.rank}-b{batch}-{fmt}"
-        if not (path / "manifest.json").is_file():
+        path = bundle_path(config.work_dir, f"{preset}-{config.quant}-{adapter}-r{config.rank}-b{batch}", fmt)
+        if not is_exported(path):
             export_bundle((model, tokenizer), fmt, path, batch_size=batch, seed=0)
         paths[fmt] = path
     return model, tokenizer, paths

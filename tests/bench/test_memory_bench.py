@@ -39,5 +39,5 @@ def test_memory_bench_refuses_unknown_target_sets_and_formats(tmp_path):
 
     with pytest.raises(ConfigError, match=r"unknown target set\(s\) \['vision'\].*language\+projector"):
         run_memory_bench(MemoryBenchConfig(targets=("default", "vision"), work_dir=str(tmp_path)))
-    with pytest.raises(ConfigError, match=r"pte and onnx, not \['coreml'\]"):
+    with pytest.raises(ConfigError, match=r"trained formats \['pte', 'onnx'\], not \['coreml'\]"):
         run_memory_bench(MemoryBenchConfig(formats=("pte", "coreml"), work_dir=str(tmp_path)))
