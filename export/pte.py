@@ -38,7 +38,7 @@ import torch
 from mobile_peft.core import contract
 from mobile_peft.core.errors import ConfigError, MissingExtraError
 
-from . import _fuse
+from . import _delegate_passes, _fuse
 
 __all__ = [
     "PteOptions",
@@ -376,17 +376,20 @@ class PteOptions:
 def lower(
     programs: dict[str, torch.export.ExportedProgram],
     xnnpack: bool = True,
-    fast_fusion: bool = True,
+    fast: bool = True,
     xnnpack_ops: tuple[str, ...] = XNNPACK_OPS,
     keep_order: bool = True,
 ) -> Any:
     """Stage 3: edge dialect, with the fp32 linears delegated to XNNPACK when ``xnnpack``.
 
-    ``fast_fusion``: fuse delegates without re-copying and re-generating the whole graph per
-    delegate (:mod:`._fuse`; the same program, in time linear in the graph). False runs
-    ExecuTorch's own fusion, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
+    ``fast``: the same program in less time -- fuse delegates without re-copying and
+    re-generating the whole graph per delegate (:mod:`._fuse`: time linear in the graph), skip the
+    partitioner's decomposition check where it has nothing to check
+    (:meth:`._partition.LinearTimeXnnpackPartitioner.ops_to_not_decompose`), and run XNNPACK's
+    per-delegate passes only where they change something (:mod:`._delegate_passes`). False runs
+    ExecuTorch's own lowering, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
     that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only).
-    ``keep_order`` (with ``fast_fusion``): fusing keeps the graph's node order where it can
+    ``keep_order`` (with ``fast``): fusing keeps the graph's node order where it can
     instead of ExecuTorch's breadth-first one (:func:`._fuse.topological_order`), which decides
     what the memory plan keeps alive together."""
     _require_executorch()
@@ -404,9 +407,12 @@ def lower(
         raise ConfigError(f"unknown XNNPACK partitioner config(s) {unknown}; expected names such as {list(XNNPACK_OPS)}.")
     configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in xnnpack_ops]
     partitioner = LinearTimeXnnpackPartitioner(
-        configs=configs, force_non_static_weights_for_f32_linear=True, defer_codegen=fast_fusion
+        configs=configs, force_non_static_weights_for_f32_linear=True, fast=fast
     )
-    with _fuse.fast_fusion(stable=keep_order) if fast_fusion else contextlib.nullcontext():
+    with contextlib.ExitStack() as shortcuts:
+        if fast:
+            shortcuts.enter_context(_fuse.fast_fusion(stable=keep_order))
+            shortcuts.enter_context(_delegate_passes.only_changing_passes())
         return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 

@@ -126,6 +126,6 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path):
     digests = {}
     for fast in (True, False):
         joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
-        program, data = pte.serialise(pte.lower({"forward": joint}, fast_fusion=fast, keep_order=False), tmp_path / str(fast))
+        program, data = pte.serialise(pte.lower({"forward": joint}, fast=fast, keep_order=False), tmp_path / str(fast))
         digests[fast] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (program, data)]
     assert digests[True] == digests[False]

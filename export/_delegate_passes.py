@@ -1,0 +1,150 @@
+"""XNNPACK's per-delegate passes, run only where they change something.
+
+Why: ``XnnpackBackend.preprocess`` runs seventeen graph passes on every delegate before it
+serialises it (batch-norm fusion, SDPA matching, channels-last tagging, ...), each one a full
+``ExportedProgram`` rebuild with a verifier and most of them a fake-tensor retrace: ~0.15 s per
+delegate on these cores, whatever the delegate holds. A training export has hundreds of small
+delegates (the tiny test model: 252; ``smolvlm-256m``: thousands), nearly all the same few
+shapes of ``linear``/``mm``/``permute``, and on those most passes change nothing: measured on the
+tiny LoRA export, 3 of the 17 changed any delegate (linear conversion, channels-last tagging and
+the dim-order revert), and those 36 s were a quarter of the whole export.
+
+What this does: a delegate's *form* is its graph with everything a pass can act on -- node
+kinds, targets, argument wiring, kwargs, tensor shapes/dtypes/strides, the other node metadata,
+and each placeholder's kind (input, parameter, buffer, constant) -- but not the provenance
+metadata (stack traces, module paths, debug handles, delegate names) or the constant values. The first delegate
+of each form runs every pass and records which ones changed its form; later delegates of that
+form run only those, in the same order. Passes decide from the form (what they rewrite, fold,
+fuse or tag), so a pass that left the first delegate of a form unchanged leaves the others
+unchanged, and skipping it gives the same graph. ``tests/export/test_fuse.py`` checks the
+``.pte`` bytes against ExecuTorch's own lowering.
+
+:func:`only_changing_passes` swaps the pass manager in for the name ``preprocess`` uses, for one
+lowering, and only while that name is still ExecuTorch's class (a later ExecuTorch that changes it
+is left alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.fx import Node
+
+__all__ = ["delegate_form", "only_changing_passes"]
+
+logger = logging.getLogger(__name__)
+
+# Node metadata that records where a node came from or which delegate it went to, not what it
+# computes (``desc``: the traced function's input index; ``delegation_tag``: the delegate's name).
+_PROVENANCE = frozenset(
+    {
+        "stack_trace",
+        "nn_module_stack",
+        "source_fn_stack",
+        "from_node",
+        "seq_nr",
+        "torch_fn",
+        "debug_handle",
+        "desc",
+        "delegation_tag",
+    }
+)
+
+
+def _meta_form(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), str(value.dtype), tuple(value.stride()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_meta_form(v) for v in value)
+    return repr(value)
+
+
+def delegate_form(ep: torch.export.ExportedProgram) -> tuple:
+    """What XNNPACK's passes can see of the program ``ep``, as a hashable value (see the module
+    docstring): equal for two delegates that differ only in names, provenance and constant
+    values."""
+    kinds = {spec.arg.name: spec.kind.name for spec in ep.graph_signature.input_specs if hasattr(spec.arg, "name")}
+    index: dict[Node, int] = {}
+    form = []
+    for node in ep.graph.nodes:
+        index[node] = len(index)
+
+        def wire(a: Any) -> Any:
+            return torch.fx.node.map_arg(a, lambda n: ("node", index[n]))
+
+        meta = tuple(sorted((k, _meta_form(v)) for k, v in node.meta.items() if k not in _PROVENANCE))
+        form.append(
+            (
+                node.op,
+                str(node.target) if node.op != "placeholder" else kinds.get(node.name, "?"),
+                repr(wire(node.args)),
+                repr(wire(node.kwargs)),
+                meta,
+            )
+        )
+    outputs = tuple(spec.kind.name for spec in ep.graph_signature.output_specs)
+    return (tuple(form), outputs)
+
+
+class _FormMemo:
+    """Which passes changed the first delegate of each form, for one lowering."""
+
+    def __init__(self) -> None:
+        self.changing: dict[tuple, tuple[type, ...]] = {}
+        self.skipped = 0
+        self.run = 0
+
+
+def _pass_manager(upstream: type, memo: _FormMemo) -> type:
+    class OnlyChangingPasses(upstream):  # type: ignore[misc, valid-type]
+        """``XNNPACKPassManager`` that skips the passes which did not change a delegate of the
+        same form (see the module docstring)."""
+
+        def transform(self) -> torch.export.ExportedProgram:
+            ep = self.exported_program
+            form = delegate_form(ep)
+            known = memo.changing.get(form)
+            if known is not None:
+                memo.skipped += len(self.passes) - len(known)
+                memo.run += len(known)
+                return upstream(ep, passes=list(known)).transform() if known else ep
+            changing, current = [], form
+            for pass_ in self.passes:
+                ep = upstream(ep, passes=[pass_]).transform()
+                after = delegate_form(ep)
+                if after != current:
+                    changing.append(pass_)
+                    current = after
+            memo.run += len(self.passes)
+            memo.changing[form] = tuple(changing)
+            return ep
+
+    return OnlyChangingPasses
+
+
+@contextlib.contextmanager
+def only_changing_passes() -> Iterator[bool]:
+    """Within the block, XNNPACK's preprocess runs per delegate only the passes that changed the
+    first delegate of its form. Yields whether the swap was made (False when ExecuTorch's
+    preprocess no longer uses ``XNNPACKPassManager`` by that name)."""
+    from executorch.backends.xnnpack import _passes, xnnpack_preprocess
+
+    upstream = getattr(xnnpack_preprocess, "XNNPACKPassManager", None)
+    if upstream is not _passes.XNNPACKPassManager:
+        logger.debug("XNNPACK's preprocess does not use XNNPACKPassManager; leaving it as is")
+        yield False
+        return
+    memo = _FormMemo()
+    xnnpack_preprocess.XNNPACKPassManager = _pass_manager(upstream, memo)
+    try:
+        yield True
+    finally:
+        xnnpack_preprocess.XNNPACKPassManager = upstream
+        logger.debug(
+            "XNNPACK delegate passes: %d forms, %d passes run, %d skipped",
+            len(memo.changing), memo.run, memo.skipped,
+        )
