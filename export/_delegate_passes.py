@@ -69,13 +69,13 @@ def delegate_form(ep: torch.export.ExportedProgram) -> tuple:
     values."""
     kinds = {spec.arg.name: spec.kind.name for spec in ep.graph_signature.input_specs if hasattr(spec.arg, "name")}
     index: dict[Node, int] = {}
+
+    def wire(a: Any) -> Any:
+        return torch.fx.node.map_arg(a, lambda n: ("node", index[n]))
+
     form = []
     for node in ep.graph.nodes:
         index[node] = len(index)
-
-        def wire(a: Any) -> Any:
-            return torch.fx.node.map_arg(a, lambda n: ("node", index[n]))
-
         meta = tuple(sorted((k, _meta_form(v)) for k, v in node.meta.items() if k not in _PROVENANCE))
         form.append(
             (

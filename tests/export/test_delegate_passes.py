@@ -32,20 +32,21 @@ def test_form_ignores_weights_and_sees_shapes():
 def test_form_sees_placeholder_kinds():
     """A weight passed in as an input is another form than the same weight as a parameter."""
 
+    # Everything but the kind is the same: the placeholder's name, order and metadata, the wiring.
     class AsInput(torch.nn.Module):
-        def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.linear(x, w)
+        def forward(self, p_w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x, p_w)
 
     class AsParameter(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.w = torch.nn.Parameter(torch.randn(4, 8))
+            self.w = torch.nn.Parameter(torch.randn(4, 8), requires_grad=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.linear(x, self.w)
 
     x = torch.randn(2, 8)
-    as_input = _delegate_passes.delegate_form(torch.export.export(AsInput(), (x, torch.randn(4, 8))))
+    as_input = _delegate_passes.delegate_form(torch.export.export(AsInput(), (torch.randn(4, 8), x)))
     as_parameter = _delegate_passes.delegate_form(torch.export.export(AsParameter(), (x,)))
     assert as_input != as_parameter
 
