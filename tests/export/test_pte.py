@@ -24,7 +24,12 @@ def _trainer(bundle) -> PteTrainer:
 
 def test_bundle_files_and_ptd_holds_only_adapters(pte_bundle, lora_model):
     model, _ = lora_model
-    assert set(pte_bundle.sizes) == {contract.PTE_FILE, contract.PTD_FILE, contract.TOKENIZER_FILE, contract.MANIFEST_FILE}
+    assert set(pte_bundle.sizes) == {
+        contract.PTE_FILE,
+        contract.PTD_FILE,
+        contract.TOKENIZER_FILE,
+        contract.MANIFEST_FILE,
+    }
     adapter_bytes = sum(p.numel() * 4 for p in adapter_parameters(model).values())
     # the .ptd holds the adapter tensors (plus a small header), nothing of the backbone
     assert adapter_bytes <= pte_bundle.sizes[contract.PTD_FILE] < adapter_bytes + 16_384
@@ -132,8 +137,9 @@ def _count(ep, target) -> int:
 
 
 def test_graph_rewrites_keep_every_output(lora_model):
-    """pte.simplify composes transpose pairs and turns small powers into products: fewer copies
-    and ``pow`` kernels, the same loss, gradients and parameters to float rounding."""
+    """pte.simplify composes transpose pairs, turns small powers into products and drops identity
+    copies (the softmax outputs autograd saves as aliases): fewer copies and ``pow`` kernels, the
+    same loss, gradients and parameters to float rounding."""
     from mobile_peft.export.formats import _io
     from mobile_peft.export.pte import capture, joint_graph, simplify
 
@@ -141,14 +147,55 @@ def test_graph_rewrites_keep_every_output(lora_model):
     inputs, _, _ = _io(model, 2, 0, with_weights=False)
     joint = joint_graph(capture(TrainingWrapper(copy.deepcopy(model)), inputs))
     before = _run_graph(joint, inputs)
-    permutes, powers = _count(joint, torch.ops.aten.permute.default), _count(joint, torch.ops.aten.pow.Tensor_Scalar)
+    permutes, powers = (
+        _count(joint, torch.ops.aten.permute.default),
+        _count(joint, torch.ops.aten.pow.Tensor_Scalar),
+    )
+    aliases = _count(joint, torch.ops.aten.alias.default)
     simplify(joint)
     assert _count(joint, torch.ops.aten.permute.default) < permutes
     assert _count(joint, torch.ops.aten.pow.Tensor_Scalar) < powers
+    assert aliases and _count(joint, torch.ops.aten.alias.default) < aliases
     after = _run_graph(joint, inputs)
     assert len(after) == len(before)
     for a, b in zip(after, before):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_identity_copies_dropped_only_where_the_layout_and_the_outputs_allow():
+    """``alias``/``clone``/``expand`` that return their input's layout go; a clone to another
+    layout, an expand that broadcasts and a copy the graph returns stay; a mutating graph is left
+    alone. The outputs are bit-equal."""
+    from mobile_peft.export.pte import _drop_identity_copies
+
+    class Copies(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            a = torch.softmax(x, -1)
+            same = torch.ops.aten.alias(a) + a.clone() + a.expand(4, 8)  # identities: dropped
+            t = a.t().clone(memory_format=torch.contiguous_format)  # another layout: kept
+            wide = a[:1].expand(4, 8)  # broadcasts: kept
+            return same, t * 2, wide * 1, x.clone()  # an output: kept
+
+    x = torch.randn(4, 8)
+    ep = torch.export.export(Copies(), (x,))
+    kinds = (torch.ops.aten.alias.default, torch.ops.aten.clone.default, torch.ops.aten.expand.default)
+    before, counts = ep.module()(x), [_count(ep, k) for k in kinds]
+    assert _drop_identity_copies(ep) == 3
+    assert [_count(ep, k) for k in kinds] == [counts[0] - 1, counts[1] - 1, counts[2] - 1]
+    for a, b in zip(ep.module()(x), before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    class Twice(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.clone() * 2
+
+    # A write into the copy (torch.export functionalises an in-place op away; a hand-made one stays).
+    writes = torch.export.export(Twice(), (x,))
+    clone = next(n for n in writes.graph.nodes if n.target == torch.ops.aten.clone.default)
+    with writes.graph.inserting_after(clone):
+        writes.graph.call_function(torch.ops.aten.add_.Tensor, (clone, 1))
+    assert _drop_identity_copies(writes) == 0
+    assert _count(writes, torch.ops.aten.clone.default) == 1
 
 
 def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
