@@ -238,18 +238,134 @@ def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
     from its forward to its backward: four bytes per backbone parameter at the step's peak, where
     the backbone itself holds one. Recomputing costs one more dequantisation per such weight per
     step, and its transient (the int8 -> fp32 copy, then the scaled weight) at the backward's
-    reader. So each candidate is judged on the graph's liveness (bytes of every value from its
-    definition to its last reader, views free): taken, largest saving first, when its transient
-    does not raise the peak -- a weight the backward reads right after the loss (the tied LM head,
-    113 MB in ``smolvlm-256m``) is better kept. The forward set is the loss's ancestors; a value
-    outside it that only the backward reads is moved to its first reader the same way. Returns
-    how many values are recomputed."""
-    import numpy as np
-
+    reader. Each candidate is judged on the graph's liveness (:func:`_recompute_where_it_pays`):
+    a weight the backward reads right after the loss (the tied LM head, 113 MB in
+    ``smolvlm-256m``) is better kept. A value outside the forward that only the backward reads is
+    moved to its first reader the same way. Returns how many values are recomputed."""
     graph = ep.graph_module.graph
+    forward = _forward_set(graph)
+    frozen = _frozen_values(ep)
+    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # candidate -> its backward readers
+    for node in graph.nodes:
+        if node in forward or node in frozen or node.op != "call_function":
+            continue
+        for value in node.all_input_nodes:
+            if value in frozen and value.op != "placeholder":
+                readers.setdefault(value, []).append(node)
+    chosen = _recompute_where_it_pays(ep, {v: (_chain(v), r) for v, r in readers.items()})
+    logger.debug("recomputed %d of %d frozen values the backward reads", chosen, len(readers))
+    return chosen
+
+
+# What :func:`recompute_activations` may recompute: values, layouts, element-wise maths and
+# reductions over a row, and at most one matrix product per value (attention's ``q @ k^T``).
+_MATMULS = frozenset(getattr(torch.ops.aten, n).default for n in ("bmm", "mm", "addmm"))
+_CHEAP = frozenset(
+    getattr(getattr(torch.ops.aten, name), overload)
+    for name, overload in (
+        *(
+            (n, "default")
+            for n in ("view", "_unsafe_view", "permute", "expand", "unsqueeze", "squeeze", "alias")
+        ),
+        *(
+            (n, "default")
+            for n in (
+                "clone",
+                "_softmax",
+                "_log_softmax",
+                "rsqrt",
+                "exp",
+                "neg",
+                "sigmoid",
+                "tanh",
+                "gelu",
+                "silu",
+            )
+        ),
+        *((n, "Tensor") for n in ("mul", "div", "add", "sub")),
+        *((n, "Scalar") for n in ("mul", "div", "add", "sub")),
+        ("mean", "dim"),
+        ("sum", "dim_IntList"),
+        ("_to_copy", "default"),
+    )
+    if hasattr(getattr(torch.ops.aten, name, None), overload)
+)
+_MAX_CHAIN = 12
+
+
+def recompute_activations(ep: torch.export.ExportedProgram) -> int:
+    """Recompute, right before the backward reads it, a forward activation that can be rebuilt
+    cheaply from values the backward still holds at that point, instead of keeping it alive
+    across the step -- where that lowers the step's peak (:func:`_recompute_where_it_pays`).
+
+    The main case is attention: the backward keeps every layer's softmax output (``smolvlm-256m``'s
+    SigLIP: 12 heads x 1,024 x 1,024 fp32, 48 MiB per layer, twelve layers) for the ``dV`` product
+    and the softmax gradient, while it keeps ``q`` and ``k`` anyway for ``dQ``/``dK``. Recomputing
+    costs the ``q @ k^T`` product and the softmax once more per layer, at the layer's backward,
+    where one layer's probabilities are alive instead of all of them. The same rule takes any
+    chain of up to twelve layout, element-wise, row-reduction and at most one matrix-product ops
+    (``_CHEAP``) that starts from values alive at the reader (so no other value lives longer).
+    Returns how many values are recomputed."""
+    graph = ep.graph_module.graph
+    _split_forward_views(graph, _forward_set(graph))
     nodes = list(graph.nodes)
     position = {node: i for i, node in enumerate(nodes)}
-    loss = nodes[-1].args[0][0]
+    forward = _forward_set(graph)
+    frozen = _frozen_values(ep)
+    end = _alias_ends(nodes, position)
+    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for node in nodes:
+        if node in forward or node.op != "call_function" or not node.users:  # not: metadata asserts
+            continue
+        for value in node.all_input_nodes:
+            if value in forward and value not in frozen and value.op == "call_function":
+                readers.setdefault(value, []).append(node)
+    candidates = {}
+    for value, backward_readers in readers.items():
+        chain = _chain_from_live(value, position[backward_readers[0]], end)
+        if chain is not None:
+            candidates[value] = (chain, backward_readers)
+    before = int(_storage_liveness(nodes, position).max())
+    chosen = _recompute_where_it_pays(ep, candidates)
+    nodes = list(graph.nodes)
+    after = int(_storage_liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
+    logger.debug(
+        "recomputed %d of %d forward activations the backward reads; liveness peak %.1f -> %.1f MiB",
+        chosen,
+        len(readers),
+        before / 2**20,
+        after / 2**20,
+    )
+    return chosen
+
+
+_FREE_VIEWS = frozenset((torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default))
+
+
+def _split_forward_views(graph: torch.fx.Graph, forward: set[torch.fx.Node]) -> int:
+    """Give the backward its own copy of each forward ``view`` it reads, right before its first
+    reader there, so that the backward reads the viewed value itself: a view costs nothing
+    (ExecuTorch plans it as an alias), and the value's liveness then shows how long the backward
+    keeps it (through a forward view it looked dead after the forward). Returns how many views
+    were split."""
+    split = 0
+    for node in reversed(list(graph.nodes)):  # a view of a view: the outer one first
+        if node not in forward or node.op != "call_function" or node.target not in _FREE_VIEWS:
+            continue
+        backward = [u for u in node.users if u not in forward]
+        if not backward:
+            continue
+        with graph.inserting_before(min(backward)):  # fx nodes compare by graph order
+            copy = graph.node_copy(node)
+        for user in backward:
+            user.replace_input_with(node, copy)
+        split += 1
+    return split
+
+
+def _forward_set(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The loss's ancestors (the joint graph's first output is the loss)."""
+    loss = graph.output_node().args[0][0]
     forward: set[torch.fx.Node] = set()
     stack = [loss]
     while stack:
@@ -257,23 +373,91 @@ def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
         if node not in forward:
             forward.add(node)
             stack.extend(node.all_input_nodes)
-    frozen = _frozen_values(ep)
-    readers: dict[torch.fx.Node, list[torch.fx.Node]] = {}  # candidate -> its backward readers
+    return forward
+
+
+def _alias_ends(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) -> dict[torch.fx.Node, int]:
+    """The last position at which each node's storage is read, through the views made of it."""
+    base: dict[torch.fx.Node, torch.fx.Node] = {}
+    end: dict[torch.fx.Node, int] = {}
     for node in nodes:
-        if node in forward or node in frozen or node.op != "call_function":
-            continue
-        for value in node.all_input_nodes:
-            if value in frozen and value.op != "placeholder":
-                readers.setdefault(value, []).append(node)
+        if node.op == "call_function" and node.target in _ALIASES and isinstance(node.args[0], torch.fx.Node):
+            base[node] = base.get(node.args[0], node.args[0])
+    for node in nodes:
+        last = max((position[u] for u in node.users), default=position[node])
+        root = base.get(node, node)
+        end[node] = max(end.get(node, position[node]), last)
+        end[root] = max(end.get(root, position[root]), last)
+    return end
+
+
+def _storage_liveness(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) -> Any:
+    """Like :func:`_liveness`, but a value lives until the last reader of it or of a view of it
+    (what ExecuTorch's plan keeps: a view aliases its base)."""
+    import numpy as np
+
+    end = _alias_ends(nodes, position)
+    delta = np.zeros(len(nodes) + 1, dtype=np.int64)
+    for node in nodes:
+        size = _bytes(node)
+        if size:
+            delta[position[node]] += size
+            delta[end[node] + 1] -= size
+    return np.cumsum(delta)[:-1]
+
+
+def _chain_from_live(
+    value: torch.fx.Node, reader: int, end: dict[torch.fx.Node, int]
+) -> list[torch.fx.Node] | None:
+    """``value``'s computation from values alive at position ``reader`` anyway (and graph inputs),
+    in order, ``value`` last -- or None when it needs another op than ``_CHEAP``, more than one
+    matrix product or more than ``_MAX_CHAIN`` nodes."""
+    chain: list[torch.fx.Node] = []
+    seen: set[torch.fx.Node] = set()
+
+    def visit(node: torch.fx.Node, root: bool = False) -> bool:
+        if node in seen or node.op == "placeholder":
+            return True
+        if not root and end[node] >= reader and node.target not in _FREE_VIEWS:
+            return True  # alive there anyway (a view is recomputed too: reading it keeps its base)
+        if node.op != "call_function" or node.target not in _CHEAP | _MATMULS:
+            return False
+        seen.add(node)
+        if len(seen) > _MAX_CHAIN or not all(visit(i) for i in node.all_input_nodes):
+            return False
+        chain.append(node)
+        return True
+
+    if not visit(value, root=True) or sum(n.target in _MATMULS for n in chain) > 1:
+        return None
+    return chain
+
+
+def _recompute_where_it_pays(
+    ep: torch.export.ExportedProgram,
+    candidates: dict[torch.fx.Node, tuple[list[torch.fx.Node], list[torch.fx.Node]]],
+) -> int:
+    """Recompute each candidate ``value -> (chain, backward readers)`` right before its first
+    backward reader, instead of keeping it alive from its definition, where that pays on the
+    graph's liveness (bytes of every value from its definition to its last reader, views free):
+    taken, largest saving first, when the peak does not rise, the recomputation's transient at
+    the reader does not make a new peak, and the bytes alive summed over the step fall. Chain
+    nodes left without readers die earlier; a chain that would read a value an earlier choice
+    ended is not taken. Returns how many values are recomputed."""
+    import numpy as np
+
+    graph = ep.graph_module.graph
+    nodes = list(graph.nodes)
+    position = {node: i for i, node in enumerate(nodes)}
     live = _liveness(nodes, position)
     users = {node: set(node.users) for node in nodes}
     last = {node: max((position[u] for u in node.users), default=position[node]) for node in nodes}
     chosen = []
-    by_saving = sorted(readers, key=lambda v: -_bytes(v) * (position[readers[v][-1]] - position[v]))
+    by_saving = sorted(candidates, key=lambda v: -_bytes(v) * (position[candidates[v][1][-1]] - position[v]))
     for value in by_saving:
-        chain = _chain(value)
+        chain, readers = candidates[value]
         delta = np.zeros(len(nodes) + 1, dtype=np.int64)
-        moved = {value: set(readers[value])}  # node -> users it loses
+        moved = {value: set(readers)}  # node -> users it loses
         ends = {}
         for node in reversed(chain):  # users before inputs: a node left without users dies
             remaining = users[node] - moved.get(node, set())
@@ -288,8 +472,16 @@ def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
             if start <= last[node]:
                 delta[start] -= _bytes(node)
                 delta[last[node] + 1] += _bytes(node)
-        first = position[readers[value][0]]
-        clone_last = max(position[r] for r in readers[value])
+        first = position[readers[0]]
+        in_chain = set(chain)
+        if any(
+            last[i] < first
+            for n in chain
+            for i in n.all_input_nodes
+            if i not in in_chain and i.op != "placeholder"
+        ):
+            continue  # it would keep a value alive that is dead by then (an earlier choice ended it)
+        clone_last = max(position[r] for r in readers)
         delta[first] += _bytes(value)  # the recomputed value, from its first reader to its last
         delta[clone_last + 1] -= _bytes(value)
         transient = max((_bytes(n) for n in chain if n is not value), default=0)
@@ -300,14 +492,13 @@ def recompute_frozen(ep: torch.export.ExportedProgram) -> int:
         for node in chain:
             users[node] -= moved.get(node, set())
             last[node] = position[node] if ends[node] is None else ends[node]
-        chosen.append((value, chain))
-    for value, chain in chosen:
-        copy = _clone_chain(graph, chain, before=readers[value][0])
-        for reader in readers[value]:
+        chosen.append((value, chain, readers))
+    for value, chain, readers in chosen:
+        copy = _clone_chain(graph, chain, before=readers[0])
+        for reader in readers:
             reader.replace_input_with(value, copy)
     graph.eliminate_dead_code()
     ep.graph_module.recompile()
-    logger.debug("recomputed %d of %d frozen values the backward reads", len(chosen), len(readers))
     return len(chosen)
 
 
@@ -408,13 +599,15 @@ class PteOptions:
     ``xnnpack``: delegate to XNNPACK (False: every op in ExecuTorch's portable kernels).
     ``xnnpack_ops``: the partitioner configs that delegate, by class name (:data:`XNNPACK_OPS`;
     :data:`MATMUL_OPS`: matmuls only). ``rewrites``: the value-preserving graph rewrites of
-    :func:`simplify`. ``recompute_frozen``: :func:`recompute_frozen` on the training graph.
+    :func:`simplify`. ``recompute_frozen``, ``recompute_activations``: :func:`recompute_frozen`
+    and :func:`recompute_activations` on the training graph.
     ``keep_order``: delegate fusion keeps the traced node order (:func:`lower`)."""
 
     xnnpack: bool = True
     xnnpack_ops: tuple[str, ...] = XNNPACK_OPS
     rewrites: bool = True
     recompute_frozen: bool = True
+    recompute_activations: bool = True
     keep_order: bool = True
 
     def fingerprint(self) -> str:
@@ -501,8 +694,9 @@ def export_pte(
     out_dir: str | Path,
     options: PteOptions = PteOptions(),
 ) -> dict[str, Any]:
-    """capture -> joint graph -> (:func:`recompute_frozen`, :func:`simplify`) -> lower ->
-    serialise, as ``options`` say; returns what the manifest records."""
+    """capture -> joint graph -> (:func:`recompute_frozen`, :func:`simplify`,
+    :func:`recompute_activations`) -> lower -> serialise, as ``options`` say; returns what the
+    manifest records."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
     evaluation = capture(eval_module, eval_inputs)
@@ -511,6 +705,8 @@ def export_pte(
     if options.rewrites:
         simplify(joint)
         simplify(evaluation)
+    if options.recompute_activations:
+        recompute_activations(joint)
     edge = lower(
         {contract.METHOD_TRAIN: joint, contract.METHOD_EVAL: evaluation},
         xnnpack=options.xnnpack,

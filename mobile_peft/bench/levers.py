@@ -15,8 +15,11 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``…+order+recompute``: the same with frozen weights' dequantisation recomputed in the backward
   where that lowers the peak (:func:`export.pte.recompute_frozen`);
 * ``xnnpack+rewrites+transpose+order+recompute``: the same without the batched matmuls
-  (:data:`export.pte.XNNPACK_OPS`): the default export. Transposes and batched matmuls delegated
-  together enlarge the planned arena (a cut ``smolvlm-256m``: 309 MiB against 241 with either).
+  (:data:`export.pte.XNNPACK_OPS`). Transposes and batched matmuls delegated together enlarge the
+  planned arena (a cut ``smolvlm-256m``: 309 MiB against 241 with either).
+* ``…+activations``: the same with cheap activations (attention's softmax above all) recomputed
+  in the backward from values it still holds (:func:`export.pte.recompute_activations`): the
+  default export.
 
 The order, recompute and batched-matmul choices are memory levers: each row also carries the
 training method's planned arena.
@@ -41,14 +44,16 @@ __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run
 
 # variant -> how the ExecuTorch program is built
 _WITH_BMM = (*XNNPACK_OPS, "BMMConfig")
+_NO_RECOMPUTE = {"recompute_frozen": False, "recompute_activations": False}
 VARIANTS: dict[str, PteOptions] = {
-    "portable": PteOptions(xnnpack=False, rewrites=False, recompute_frozen=False, keep_order=False),
-    "xnnpack": PteOptions(xnnpack_ops=MATMUL_OPS, rewrites=False, recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites": PteOptions(xnnpack_ops=MATMUL_OPS, recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm": PteOptions(xnnpack_ops=_WITH_BMM, recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm+order": PteOptions(xnnpack_ops=_WITH_BMM, recompute_frozen=False),
-    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(xnnpack_ops=_WITH_BMM),
-    "xnnpack+rewrites+transpose+order+recompute": PteOptions(),  # the default export
+    "portable": PteOptions(**_NO_RECOMPUTE, xnnpack=False, rewrites=False, keep_order=False),
+    "xnnpack": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=MATMUL_OPS, rewrites=False, keep_order=False),
+    "xnnpack+rewrites": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=MATMUL_OPS, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=_WITH_BMM, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm+order": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=_WITH_BMM),
+    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(xnnpack_ops=_WITH_BMM, recompute_activations=False),
+    "xnnpack+rewrites+transpose+order+recompute": PteOptions(recompute_activations=False),
+    "xnnpack+rewrites+transpose+order+recompute+activations": PteOptions(),  # the default export
 }
 # ETDump events that contain other events (not kernels).
 _ENVELOPES = {"Method::execute": "method_ms", "OPERATOR_CALL": "kernels_ms", "DELEGATE_CALL": "delegates_ms"}

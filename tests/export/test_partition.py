@@ -76,3 +76,26 @@ def test_merges_independent_neighbours():
     graph.output((o, v))
     groups = convex_groups(graph, {q, k, v, o})
     assert [set(g) for g in groups] == [{q, k, v}, {o}]  # o depends on q through softmax
+
+
+def test_a_far_reader_opens_its_own_partition(monkeypatch):
+    """A backward-like op reading a forward value far behind it does not join that value's
+    partition (fusing would compute it in the forward and keep it alive across the step)."""
+    from mobile_peft.export import _partition
+
+    def groups() -> list[set[fx.Node]]:
+        graph = fx.Graph()
+        x = graph.placeholder("x")
+        early = graph.call_function(torch.mm, (x, x), name="early")
+        near = graph.call_function(torch.mm, (early, x), name="near")
+        value = x
+        for i in range(100):  # unrelated unsupported work in between
+            value = graph.call_function(torch.relu, (value,), name=f"work{i}")
+        far = graph.call_function(torch.mm, (early, value), name="far")
+        graph.output((near, far))
+        return [{n.name for n in g} for g in convex_groups(graph, {early, near, far})]
+
+    assert _partition._MAX_GAP < 100
+    assert groups() == [{"early", "near"}, {"far"}]
+    monkeypatch.setattr(_partition, "_MAX_GAP", 10**9)
+    assert groups() == [{"early", "near", "far"}]  # convex, so only the gap keeps it out

@@ -233,6 +233,36 @@ def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
     assert frozen and len(moving) > len(inputs) and not frozen & moving
 
 
+def test_recompute_activations_lowers_the_peak_and_keeps_every_output():
+    """pte.recompute_activations: the backward recomputes attention's softmax (and other cheap
+    activations) from values it still holds instead of keeping them from the forward; the
+    liveness peak (views extend their base) drops and every output stays bit-equal."""
+    from mobile_peft.adapters import apply_adapters
+    from mobile_peft.export import pte
+    from mobile_peft.export.formats import _io
+    from mobile_peft.models import build_model
+    from mobile_peft.train.job import make_adapter_config
+
+    model, _ = build_model("tiny", quant="int8", seed=0)
+    apply_adapters(model, make_adapter_config("lora", 4, None, model.config.default_targets))
+    inputs, _, _ = _io(model, 8, 0, with_weights=False)
+    joint = pte.simplify(pte.joint_graph(pte.capture(TrainingWrapper(model), inputs)))
+
+    def peak(ep):
+        nodes = list(ep.graph_module.graph.nodes)
+        return int(pte._storage_liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
+
+    softmax = torch.ops.aten._softmax.default
+    before_peak, before, softmaxes = peak(joint), _run_graph(joint, inputs), _count(joint, softmax)
+    assert pte.recompute_activations(joint) > 0
+    assert _count(joint, softmax) > softmaxes  # attention probabilities recomputed in the backward
+    assert peak(joint) < before_peak
+    after = _run_graph(joint, inputs)
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_op_profile_names_the_kernels(pte_bundle):
     """The ETDump profile behind ``bench levers``: per-kernel time inside the method's time."""
     from mobile_peft.bench.levers import op_profile
