@@ -583,12 +583,15 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
 # XNNPACK config (softmax excluded: a delegated softmax whose output the backward re-reads becomes
 # a pass-through output XNNPACK rejects, "Output node ... is already in the inputs") lowers in 33 s
 # for 12.0 ms/step. Then the joint graph's transposes, the largest ExecuTorch kernel left after the
-# graph rewrites (``mobile-peft bench levers``, tiny LoRA batch 8: 61.7 -> 46.4 ms per step with
-# the memory levers on). Attention's batched matmuls too (``BMMConfig``) were 1.5 ms faster there
-# but, delegated together with the transposes, enlarge the planned arena: tiny 15.0 -> 22.1 MiB,
-# ``smolvlm-256m`` cut to 2+3 layers 241 -> 309 MiB (either alone: 241), so they stay out.
+# graph rewrites, and attention's batched matmuls (``mobile-peft bench levers``, tiny LoRA batch 8:
+# 51.6 -> 31.4 ms per step). Batched matmuls were kept out for a while because, delegated with the
+# transposes, they enlarged the planned arena (tiny 15.0 -> 22.1 MiB); that came from delegates
+# joining partitions far back in the graph, which the partitioner no longer allows
+# (``_partition._MAX_GAP``), and with the identity copies dropped the same levers run now gives
+# 13.7 MiB with them against 14.0 without, and 30.7 against 32.0 ms per step.
 MATMUL_OPS = ("LinearConfig", "AddmmConfig", "MMConfig")
-XNNPACK_OPS = (*MATMUL_OPS, "PermuteConfig")
+TRANSPOSE_OPS = (*MATMUL_OPS, "PermuteConfig")
+XNNPACK_OPS = (*TRANSPOSE_OPS, "BMMConfig")
 
 
 @dataclass(frozen=True)
@@ -600,14 +603,16 @@ class PteOptions:
     ``xnnpack_ops``: the partitioner configs that delegate, by class name (:data:`XNNPACK_OPS`;
     :data:`MATMUL_OPS`: matmuls only). ``rewrites``: the value-preserving graph rewrites of
     :func:`simplify`. ``recompute_frozen``, ``recompute_activations``: :func:`recompute_frozen`
-    and :func:`recompute_activations` on the training graph.
+    and :func:`recompute_activations` on the training graph (the latter off by default: it trades
+    step time for memory -- tiny LoRA batch 8 30.7 -> 34.6 ms for 13.7 -> 10.3 MiB of arena; it is
+    what lets ``smolvlm-256m`` with the vision tower adapted train on a 1.2 GB phone).
     ``keep_order``: delegate fusion keeps the traced node order (:func:`lower`)."""
 
     xnnpack: bool = True
     xnnpack_ops: tuple[str, ...] = XNNPACK_OPS
     rewrites: bool = True
     recompute_frozen: bool = True
-    recompute_activations: bool = True
+    recompute_activations: bool = False
     keep_order: bool = True
 
     def fingerprint(self) -> str:

@@ -13,13 +13,14 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``…+order``: the same, with delegate fusion keeping the traced node order instead of
   ExecuTorch's breadth-first one (:func:`export._fuse.topological_order`);
 * ``…+order+recompute``: the same with frozen weights' dequantisation recomputed in the backward
-  where that lowers the peak (:func:`export.pte.recompute_frozen`);
-* ``xnnpack+rewrites+transpose+order+recompute``: the same without the batched matmuls
-  (:data:`export.pte.XNNPACK_OPS`). Transposes and batched matmuls delegated together enlarge the
-  planned arena (a cut ``smolvlm-256m``: 309 MiB against 241 with either).
+  where that lowers the peak (:func:`export.pte.recompute_frozen`): the default export;
 * ``…+activations``: the same with cheap activations (attention's softmax above all) recomputed
-  in the backward from values it still holds (:func:`export.pte.recompute_activations`): the
-  default export.
+  in the backward from values it still holds (:func:`export.pte.recompute_activations`; off by
+  default: memory for step time);
+* ``xnnpack+rewrites+transpose+order+recompute``: the default without the batched matmuls
+  (:data:`export.pte.TRANSPOSE_OPS`), the default of the previous levers run: delegated together
+  with the transposes they enlarged the planned arena until the partitioner stopped joining
+  partitions far back (``export._partition._MAX_GAP``).
 
 The order, recompute and batched-matmul choices are memory levers: each row also carries the
 training method's planned arena.
@@ -36,24 +37,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..export.pte import MATMUL_OPS, XNNPACK_OPS, PteOptions
+from ..export.pte import MATMUL_OPS, TRANSPOSE_OPS, PteOptions
 from ._cache import bundle_path, is_exported
 from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
 __all__ = ["LeverBenchConfig", "VARIANTS", "levers_markdown", "op_profile", "run_lever_bench", "write_levers"]
 
 # variant -> how the ExecuTorch program is built
-_WITH_BMM = (*XNNPACK_OPS, "BMMConfig")
-_NO_RECOMPUTE = {"recompute_frozen": False, "recompute_activations": False}
 VARIANTS: dict[str, PteOptions] = {
-    "portable": PteOptions(**_NO_RECOMPUTE, xnnpack=False, rewrites=False, keep_order=False),
-    "xnnpack": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=MATMUL_OPS, rewrites=False, keep_order=False),
-    "xnnpack+rewrites": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=MATMUL_OPS, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=_WITH_BMM, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm+order": PteOptions(**_NO_RECOMPUTE, xnnpack_ops=_WITH_BMM),
-    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(xnnpack_ops=_WITH_BMM, recompute_activations=False),
-    "xnnpack+rewrites+transpose+order+recompute": PteOptions(recompute_activations=False),
-    "xnnpack+rewrites+transpose+order+recompute+activations": PteOptions(),  # the default export
+    "portable": PteOptions(xnnpack=False, rewrites=False, recompute_frozen=False, keep_order=False),
+    "xnnpack": PteOptions(xnnpack_ops=MATMUL_OPS, rewrites=False, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites": PteOptions(xnnpack_ops=MATMUL_OPS, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm": PteOptions(recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm+order": PteOptions(recompute_frozen=False),
+    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(),  # the default export
+    "xnnpack+rewrites+transpose,bmm+order+recompute+activations": PteOptions(recompute_activations=True),
+    "xnnpack+rewrites+transpose+order+recompute": PteOptions(xnnpack_ops=TRANSPOSE_OPS),  # no bmm
 }
 # ETDump events that contain other events (not kernels).
 _ENVELOPES = {"Method::execute": "method_ms", "OPERATOR_CALL": "kernels_ms", "DELEGATE_CALL": "delegates_ms"}

@@ -49,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-xnnpack", action="store_true", help="pte: portable kernels only (slow; for debugging)."
     )
+    p.add_argument(
+        "--recompute-activations",
+        action="store_true",
+        help="pte: recompute cheap activations (attention's softmax above all) in the backward instead of "
+        "keeping them from the forward: less memory, slower steps (see export/SUPPORT.md).",
+    )
     p.add_argument("--zip", action="store_true", help="Also write BUNDLE.zip.")
     p.add_argument("--out", type=Path, required=True, help="Bundle directory to create.")
     p.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -56,8 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_bundle
+    from ..core import contract
+    from ..export import PteOptions, export_bundle
 
+    options = PteOptions(xnnpack=not args.no_xnnpack, recompute_activations=args.recompute_activations)
     result = export_bundle(
         args.model_dir,
         args.format,
@@ -69,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         adapter_dir=args.adapter_dir,
         batch_size=args.batch_size,
         lr=args.lr,
-        xnnpack=not args.no_xnnpack,
         make_zip=args.zip,
         seed=args.seed,
+        pte_options=options if args.format == contract.FORMAT_PTE else None,
     )
     summary = {
         "format": args.format,

@@ -11,8 +11,9 @@ def test_pte_bundles_are_keyed_on_their_export_options(tmp_path):
     default = bundle_path(tmp_path, "tiny-b8", "pte")
     assert default == bundle_path(tmp_path, "tiny-b8", "pte", PteOptions())
     assert default.name == f"tiny-b8-pte-{PteOptions().fingerprint()}"
-    changed = {bundle_path(tmp_path, "tiny-b8", "pte", PteOptions(**{name: False})) for name in
-               ("xnnpack", "rewrites", "recompute_frozen", "recompute_activations", "keep_order")}
+    flip = {name: not getattr(PteOptions(), name) for name in
+            ("xnnpack", "rewrites", "recompute_frozen", "recompute_activations", "keep_order")}
+    changed = {bundle_path(tmp_path, "tiny-b8", "pte", PteOptions(**{name: value})) for name, value in flip.items()}
     changed.add(bundle_path(tmp_path, "tiny-b8", "pte", PteOptions(xnnpack_ops=("LinearConfig",))))
     assert len(changed) == 6 and default not in changed
     assert bundle_path(tmp_path, "tiny-b8", "onnx") == tmp_path / "tiny-b8-onnx"  # no pte options there

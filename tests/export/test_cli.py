@@ -72,3 +72,27 @@ def test_same_seed_same_bundle_bytes(tmp_path, capsys):
     first.pop("optimizer_model.onnx"), again.pop("optimizer_model.onnx")
     assert first == again
     assert first["checkpoint"] != other["checkpoint"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {"xnnpack": True, "recompute_activations": False}),
+        (["--recompute-activations"], {"xnnpack": True, "recompute_activations": True}),
+        (["--no-xnnpack", "--recompute-activations"], {"xnnpack": False, "recompute_activations": True}),
+    ],
+)
+def test_pte_switches_reach_the_export_options(monkeypatch, tmp_path, flags, expected):
+    """`--no-xnnpack` / `--recompute-activations` become the PteOptions the pte export runs with."""
+    import mobile_peft.export as export
+
+    seen = {}
+
+    def fake_export_bundle(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(export, "export_bundle", fake_export_bundle)
+    assert main(["export", str(tmp_path), "--format", "pte", "--out", str(tmp_path / "b"), *flags]) != 0
+    options = seen["pte_options"]
+    assert {name: getattr(options, name) for name in expected} == expected
