@@ -24,7 +24,7 @@ Candidates are local (a producer's, a sibling's or one of the last few partition
 within ``_MAX_GAP`` nodes of the partition's latest member), so a delegate does not pull distant
 work together and extend tensor lifetimes: a recomputed activation's matmul in the backward would
 otherwise join the forward delegate of the value it reads, and run in the forward (measured on
-``tiny`` LoRA batch 8 with :func:`.pte.recompute_activations`: arena 16.9 MiB without the gap,
+``tiny`` LoRA batch 8 with :func:`._recompute.recompute_activations`: arena 16.9 MiB without the gap,
 10.5 with it; 14.0 without the recomputation, unchanged by the gap). Measured: 70 delegates
 where upstream made 54 (1+2 layers); at 4+8 layers lowering peaks at 1.26 GB instead of 2.57 GB
 in about the same time (203 s vs 188 s); the full ``smolvlm-256m`` exported at 6.6 GB peak RSS

@@ -203,7 +203,7 @@ def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
     them alive from the forward; the graph's liveness peak drops, every output stays bit-equal
     (the same ops on the same values), and what it recomputes depends on frozen inputs only."""
     from mobile_peft.adapters import apply_adapters
-    from mobile_peft.export import pte
+    from mobile_peft.export import _recompute, pte
     from mobile_peft.export.formats import _io
     from mobile_peft.models import build_model
     from mobile_peft.train.job import make_adapter_config
@@ -215,7 +215,7 @@ def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
 
     def peak(ep):
         nodes = list(ep.graph_module.graph.nodes)
-        return int(pte._liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
+        return int(_recompute._liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
 
     before_peak, before = peak(joint), _run_graph(joint, inputs)
     assert pte.recompute_frozen(joint) > 0
@@ -227,7 +227,7 @@ def test_recompute_frozen_lowers_the_peak_and_keeps_every_output():
     from torch.export.graph_signature import InputKind, OutputKind
 
     sig = joint.graph_signature
-    frozen = {n.name for n in pte._frozen_values(joint) if n.op == "placeholder"}
+    frozen = {n.name for n in _recompute._frozen_values(joint) if n.op == "placeholder"}
     graded = {s.target for s in sig.output_specs if s.kind == OutputKind.GRADIENT_TO_PARAMETER}
     moving = {s.arg.name for s in sig.input_specs if s.kind == InputKind.USER_INPUT or s.target in graded}
     assert frozen and len(moving) > len(inputs) and not frozen & moving
@@ -238,7 +238,7 @@ def test_recompute_activations_lowers_the_peak_and_keeps_every_output():
     activations) from values it still holds instead of keeping them from the forward; the
     liveness peak (views extend their base) drops and every output stays bit-equal."""
     from mobile_peft.adapters import apply_adapters
-    from mobile_peft.export import pte
+    from mobile_peft.export import _recompute, pte
     from mobile_peft.export.formats import _io
     from mobile_peft.models import build_model
     from mobile_peft.train.job import make_adapter_config
@@ -250,7 +250,7 @@ def test_recompute_activations_lowers_the_peak_and_keeps_every_output():
 
     def peak(ep):
         nodes = list(ep.graph_module.graph.nodes)
-        return int(pte._storage_liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
+        return int(_recompute._storage_liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
 
     softmax = torch.ops.aten._softmax.default
     before_peak, before, softmaxes = peak(joint), _run_graph(joint, inputs), _count(joint, softmax)
