@@ -149,7 +149,9 @@ def recompute_activations(ep: torch.export.ExportedProgram) -> int:
         chain = _chain_from_live(value, position[backward_readers[0]], end)
         if chain is not None:
             candidates[value] = (chain, backward_readers)
-    before = int(_storage_liveness(nodes, position).max())
+    if not logger.isEnabledFor(logging.DEBUG):
+        return _recompute_where_it_pays(ep, candidates)
+    before = int(_storage_liveness(nodes, position).max())  # the peaks only for the debug line
     chosen = _recompute_where_it_pays(ep, candidates)
     nodes = list(graph.nodes)
     after = int(_storage_liveness(nodes, {n: i for i, n in enumerate(nodes)}).max())
@@ -218,16 +220,7 @@ def _alias_ends(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) 
 def _storage_liveness(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) -> Any:
     """Like :func:`_liveness`, but a value lives until the last reader of it or of a view of it
     (what ExecuTorch's plan keeps: a view aliases its base)."""
-    import numpy as np
-
-    end = _alias_ends(nodes, position)
-    delta = np.zeros(len(nodes) + 1, dtype=np.int64)
-    for node in nodes:
-        size = _bytes(node)
-        if size:
-            delta[position[node]] += size
-            delta[end[node] + 1] -= size
-    return np.cumsum(delta)[:-1]
+    return _liveness(nodes, position, _alias_ends(nodes, position))
 
 
 def _chain_from_live(
@@ -342,16 +335,20 @@ def _bytes(node: torch.fx.Node) -> int:
     return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
 
 
-def _liveness(nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int]) -> Any:
-    """Bytes alive at each position of ``nodes`` (a value lives from its node to its last reader)."""
+def _liveness(
+    nodes: list[torch.fx.Node], position: dict[torch.fx.Node, int], end: dict[torch.fx.Node, int] | None = None
+) -> Any:
+    """Bytes alive at each position of ``nodes``: a value lives from its node to its last reader,
+    or to ``end[node]`` when ``end`` is given."""
     import numpy as np
 
     delta = np.zeros(len(nodes) + 1, dtype=np.int64)
     for node in nodes:
         size = _bytes(node)
         if size:
+            last = end[node] if end is not None else max((position[u] for u in node.users), default=position[node])
             delta[position[node]] += size
-            delta[max((position[u] for u in node.users), default=position[node]) + 1] -= size
+            delta[last + 1] -= size
     return np.cumsum(delta)[:-1]
 
 
