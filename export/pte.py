@@ -38,7 +38,7 @@ import torch
 from mobile_peft.core import contract
 from mobile_peft.core.errors import ConfigError, MissingExtraError
 
-from . import _delegate_passes, _fuse
+from . import _delegate_passes, _fuse, _retrace
 from ._recompute import recompute_activations, recompute_frozen
 
 __all__ = [
@@ -277,7 +277,8 @@ def lower(
     re-generating the whole graph per delegate (:mod:`._fuse`: time linear in the graph), skip the
     partitioner's decomposition check where it has nothing to check
     (:meth:`._partition.LinearTimeXnnpackPartitioner.ops_to_not_decompose`), and run XNNPACK's
-    per-delegate passes only where they change something (:mod:`._delegate_passes`). False runs
+    per-delegate passes only where they change something (:mod:`._delegate_passes`), and skip the
+    functionalisation retrace of a program that is already functional (:mod:`._retrace`). False runs
     ExecuTorch's own lowering, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
     that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only).
     ``keep_order`` (with ``fast``): fusing keeps the graph's node order where it can
@@ -306,6 +307,7 @@ def lower(
         if fast:
             shortcuts.enter_context(_fuse.fast_fusion(stable=keep_order))
             shortcuts.enter_context(_delegate_passes.only_changing_passes())
+            shortcuts.enter_context(_retrace.skip_functional_retrace())
         return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 
