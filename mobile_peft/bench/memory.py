@@ -2,7 +2,8 @@
 bundles, next to the lower bound each bundle records, and whether it fits each phone's budget.
 
 Per workload (preset, adapter, target set, batch; int8 backbone, rank 8) the model is built once
-(seed 0) and exported to ``pte`` and ``onnx`` (cached, as :mod:`.speed` does). Every contender
+(seed 0) and exported to ``pte`` and ``onnx`` (:func:`._cache.workload_bundles`, cached in the work
+directory :mod:`.speed` shares). Every contender
 trains in its own child process, so each peak is its own, in an order rotated per workload:
 
 * ``pte`` / ``onnx``: the bundle in its runtime (:func:`~mobile_peft.runtime.profile.profile_bundle`:
@@ -37,15 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LANGUAGE_PROJECTOR_TARGETS", "MemoryBenchConfig", "memory_markdown", "run_memory_bench", "write_memory"]
+from ._cache import check_target_sets, workload_bundles, workload_model
 
-# The model's default targets without the vision tower's alternative (models/config.py DEFAULT_TARGETS):
-# no adapter, so no backward, in the vision tower.
-LANGUAGE_PROJECTOR_TARGETS = (
-    r"language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-    r"|projector\.(linear_[12]|proj|mlp\.[13])"
-)
-TARGET_SETS = {"default": None, "language+projector": LANGUAGE_PROJECTOR_TARGETS}
+__all__ = ["MemoryBenchConfig", "memory_markdown", "run_memory_bench", "write_memory"]
+
 PHONES = ("galaxy-a14", "iphone-12", "pixel-7", "iphone-15-pro", "pixel-8-pro")
 
 
@@ -63,32 +59,7 @@ class MemoryBenchConfig:
     steps: int = 5
     emulate_steps: int = 2
     threads: int = 2
-    work_dir: str = "benchmarks/.cache/memory"
-
-
-def _model(config: MemoryBenchConfig, preset: str, adapter: str, targets: str) -> tuple[Any, Any]:
-    from ..adapters import apply_adapters
-    from ..models import build_model
-    from ..train.job import make_adapter_config
-
-    model, tokenizer = build_model(preset, quant=config.quant, seed=0)
-    pattern = TARGET_SETS[targets] or model.config.default_targets
-    apply_adapters(model, make_adapter_config(adapter, config.rank, None, pattern))
-    return model.eval(), tokenizer
-
-
-def _bundles(config: MemoryBenchConfig, preset: str, adapter: str, targets: str, batch: int) -> dict[str, Path]:
-    from ..export import export_bundle
-    from ._cache import bundle_path, is_exported
-
-    stem = f"{preset}-{config.quant}-{adapter}-r{config.rank}-{targets.replace('+', '-')}-b{batch}"
-    paths = {fmt: bundle_path(config.work_dir, stem, fmt) for fmt in config.formats}
-    missing = [fmt for fmt, path in paths.items() if not is_exported(path)]
-    if missing:
-        model = _model(config, preset, adapter, targets)
-        for fmt in missing:
-            export_bundle(model, fmt, paths[fmt], batch_size=batch, seed=0)
-    return paths
+    work_dir: str = "benchmarks/.cache/workloads"
 
 
 def _eager(config: MemoryBenchConfig, preset: str, adapter: str, targets: str, bundle: Path) -> dict[str, Any]:
@@ -121,7 +92,8 @@ def _workload(config: MemoryBenchConfig, preset: str, adapter: str, targets: str
     from ..runtime.bundle import Bundle
     from ..runtime.profile import profile_bundle, ratio_to_bound
 
-    paths = _bundles(config, preset, adapter, targets, batch)
+    paths = workload_bundles(config.work_dir, preset, adapter, targets, config.quant, config.rank, batch,
+                             config.formats)
     bundles = {fmt: Bundle.open(path) for fmt, path in paths.items()}
     optimizers = {fmt: b.optimizer["name"] for fmt, b in bundles.items()}
     contenders = [*paths, *(f"eager-{name}" for name in sorted(set(optimizers.values())))]
@@ -160,9 +132,7 @@ def run_memory_bench(
     from ..runtime.devices import get_device
     from ..runtime.profile import TRAINED_FORMATS
 
-    unknown = sorted(set(config.targets) - set(TARGET_SETS))
-    if unknown:
-        raise ConfigError(f"unknown target set(s) {unknown}; expected some of {list(TARGET_SETS)}.")
+    check_target_sets(config.targets)
     unknown = sorted(set(config.formats) - set(TRAINED_FORMATS))
     if unknown:
         raise ConfigError(f"the memory benchmark measures the trained formats {list(TRAINED_FORMATS)}, not {unknown}.")
@@ -267,8 +237,7 @@ def _eager_child(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     bundle = Bundle.open(args.bundle)
     arrays = bundle.encoder().batch(load_dataset("digits", "train", limit=bundle.batch_size))
-    config = MemoryBenchConfig(quant=args.quant, rank=args.rank)
-    model, _ = _model(config, args.preset, args.adapter, args.targets)
+    model, _ = workload_model(args.preset, args.adapter, args.targets, args.quant, args.rank)
     params = list(select_trainable(model, full=False).values())
     pixels, ids, labels = (torch.from_numpy(x) for x in arrays)
     opt = bundle.optimizer

@@ -1,8 +1,10 @@
 """``mobile-peft bench speed``: a training step of the exported bundles against eager PyTorch,
 side by side in one process.
 
-Per workload (preset, adapter, batch; int8 backbone, LoRA/Hydra rank 8 on the default targets)
-the model is built once (seed 0), exported to ``pte`` and ``onnx`` (cached), and four contenders
+Per workload (preset, adapter, target set, batch; int8 backbone, LoRA/Hydra rank 8; target sets
+:data:`._cache.TARGET_SETS`: the model's default targets, or the language model and projector only)
+the model is built once (seed 0), exported to ``pte`` and ``onnx`` (:func:`._cache.workload_bundles`,
+cached in the work directory :mod:`.memory` shares), and four contenders
 train on the very same encoded batch: the ``pte`` bundle in the ExecuTorch runtime (its SGD),
 the ``onnx`` bundle in ONNX Runtime training (its AdamW), and eager PyTorch with the same
 adapters, precision and inputs, once with SGD and once with AdamW (each bundle is compared with
@@ -29,6 +31,7 @@ __all__ = ["SpeedBenchConfig", "run_speed_bench", "speed_markdown", "write_speed
 class SpeedBenchConfig:
     presets: tuple[str, ...] = ("tiny",)
     adapters: tuple[str, ...] = ("lora", "hydra")
+    targets: tuple[str, ...] = ("default",)
     batches: tuple[int, ...] = (1, 8)
     formats: tuple[str, ...] = ("pte", "onnx")
     quant: str = "int8"
@@ -36,25 +39,7 @@ class SpeedBenchConfig:
     steps: int = 12
     warmup: int = 2
     threads: int = 2
-    work_dir: str = "benchmarks/.cache/speed"
-
-
-def _bundles(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) -> tuple[Any, Any, dict[str, Path]]:
-    from ..adapters import apply_adapters
-    from ..export import export_bundle
-    from ..models import build_model
-    from ..train.job import make_adapter_config
-    from ._cache import bundle_path, is_exported
-
-    model, tokenizer = build_model(preset, quant=config.quant, seed=0)
-    apply_adapters(model, make_adapter_config(adapter, config.rank, None, model.config.default_targets))
-    paths = {}
-    for fmt in config.formats:
-        path = bundle_path(config.work_dir, f"{preset}-{config.quant}-{adapter}-r{config.rank}-b{batch}", fmt)
-        if not is_exported(path):
-            export_bundle((model, tokenizer), fmt, path, batch_size=batch, seed=0)
-        paths[fmt] = path
-    return model, tokenizer, paths
+    work_dir: str = "benchmarks/.cache/workloads"
 
 
 def _eager_step(model: Any, inputs: tuple, optimizer_name: str, lr: float) -> Callable[[], None]:
@@ -110,11 +95,15 @@ def _stats(ms: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(ms), 3), "q1": round(q[0], 3), "q3": round(q[2], 3)}
 
 
-def _workload(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) -> list[dict[str, Any]]:
+def _workload(config: SpeedBenchConfig, preset: str, adapter: str, targets: str, batch: int) -> list[dict[str, Any]]:
     from ..core.datasets import load_dataset
     from ..runtime.bundle import Bundle
+    from ._cache import workload_bundles, workload_model
 
-    model, _, paths = _bundles(config, preset, adapter, batch)
+    model = workload_model(preset, adapter, targets, config.quant, config.rank)
+    paths = workload_bundles(config.work_dir, preset, adapter, targets, config.quant, config.rank, batch,
+                             config.formats, model=model)
+    model = model[0]
     encoder = Bundle.open(next(iter(paths.values()))).encoder()
     arrays = encoder.batch(load_dataset("digits:parity", "train", limit=batch))
     contenders: dict[str, Callable[[], None]] = {}
@@ -129,7 +118,7 @@ def _workload(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) -
     for fmt in paths:
         eager_name = f"eager-{optimizers[fmt]['name']}"
         s, e = _stats(times[fmt]), _stats(times[eager_name])
-        rows.append({"preset": preset, "adapter": adapter, "targets": "default", "format": fmt, "batch": batch,
+        rows.append({"preset": preset, "adapter": adapter, "targets": targets, "format": fmt, "batch": batch,
                      "optimizer": optimizers[fmt]["name"], "eager_ms": e["median"], "eager_iqr_ms": [e["q1"], e["q3"]],
                      "step_ms": s["median"], "step_iqr_ms": [s["q1"], s["q3"]],
                      "ratio_vs_eager": round(s["median"] / e["median"], 3), "steps": config.steps})
@@ -139,15 +128,19 @@ def _workload(config: SpeedBenchConfig, preset: str, adapter: str, batch: int) -
 def run_speed_bench(config: SpeedBenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     import torch
 
+    from ._cache import check_target_sets
+
+    check_target_sets(config.targets)
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
     rows = []
     for preset in config.presets:
         for adapter in config.adapters:
-            for batch in config.batches:
-                if progress:
-                    progress(f"speed: {preset} {adapter} batch {batch}")
-                rows += _workload(config, preset, adapter, batch)
+            for targets in config.targets:
+                for batch in config.batches:
+                    if progress:
+                        progress(f"speed: {preset} {adapter} {targets} batch {batch}")
+                    rows += _workload(config, preset, adapter, targets, batch)
     return {"config": asdict(config), "machine": machine_info(), "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -59,8 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Model preset. export: random weights, built once (default smolvlm-256m); ranks: the base (default tiny; "
         "smollm2-vlm, or a .gguf file, runs the benchmark on a pretrained language model after an alignment stage).",
     )
-    g.add_argument("--formats", default=None, help="Comma list of bundle formats (export: pte,onnx,coreml; memory: pte,onnx).")
-    g.add_argument("--targets", default=None, help="Comma list of adapter target sets (memory: default,language+projector).")
+    g.add_argument("--formats", default=None, help="Comma list of bundle formats (export: pte,onnx,coreml; memory, speed: pte,onnx).")
+    g.add_argument("--targets", default=None, help="Comma list of adapter target sets (memory, speed: default,language+projector; speed default: default).")
     g.add_argument("--adapters", default=None, help="Comma list of adapters (export default: lora; speed: lora,hydra).")
     g.add_argument("--quant", default="int8", help="Backbone quantisation (none|int8|int4).")
     g.add_argument("--rank", type=int, default=8, help="Adapter rank.")
@@ -204,13 +204,15 @@ def _run_speed(args: argparse.Namespace) -> int:
     def items(text: str) -> tuple[str, ...]:
         return tuple(t.strip() for t in text.split(",") if t.strip())
 
+    work_dir = str(Path(args.cache) / "workloads")  # shared with bench memory
     if args.smoke:
         config = SpeedBenchConfig(adapters=("lora",), batches=(1,), formats=("onnx",), steps=2, warmup=1,
-                                  work_dir=str(Path(args.cache) / "speed"))
+                                  work_dir=work_dir)
     else:
         config = SpeedBenchConfig(presets=items(args.presets), adapters=items(args.adapters or "lora,hydra"),
+                                  targets=items(args.targets or "default"), formats=items(args.formats or "pte,onnx"),
                                   batches=tuple(int(b) for b in items(args.batches)), rank=args.rank,
-                                  steps=args.steps or 12, threads=args.threads, work_dir=str(Path(args.cache) / "speed"))
+                                  steps=args.steps or 12, threads=args.threads, work_dir=work_dir)
     results = run_speed_bench(config, progress=lambda msg: err_console.print(msg, highlight=False))
     json_path, md_path = write_speed(results, args.out, name=args.name or ("speed-smoke" if args.smoke else "speed"))
     console.print(md_path.read_text(), markup=False, highlight=False)
@@ -224,7 +226,7 @@ def _run_memory(args: argparse.Namespace) -> int:
     def items(text: str) -> tuple[str, ...]:
         return tuple(t.strip() for t in text.split(",") if t.strip())
 
-    work_dir = str(Path(args.cache) / "memory")
+    work_dir = str(Path(args.cache) / "workloads")  # shared with bench speed
     if args.smoke:
         config = MemoryBenchConfig(adapters=("lora",), targets=("default",), batches=(1,), formats=("onnx",),
                                    devices=("galaxy-a14",), steps=2, emulate_steps=1, work_dir=work_dir)

@@ -26,3 +26,45 @@ def test_a_bundle_counts_as_exported_once_its_manifest_is_written(tmp_path):
     assert not is_exported(path)
     (path / MANIFEST_FILE).write_text("{}")
     assert is_exported(path)
+
+
+def test_workload_target_sets_leave_the_vision_tower_frozen_or_not():
+    from mobile_peft.adapters import adapter_layers
+    from mobile_peft.bench._cache import workload_model
+
+    default = list(adapter_layers(workload_model("tiny", "lora", "default", "int8", 2)[0]))
+    language = list(adapter_layers(workload_model("tiny", "lora", "language+projector", "int8", 2)[0]))
+    assert any(n.startswith("vision") for n in default) and not any(n.startswith("vision") for n in language)
+    assert any(n.startswith("projector") for n in language) and any(n.startswith("language_model") for n in language)
+    assert set(language) < set(default)
+
+
+def test_workloads_export_once_per_target_set_and_format(tmp_path, monkeypatch):
+    """speed and memory share the cache: a second call (either benchmark) exports nothing."""
+    import mobile_peft.export as export
+    from mobile_peft.bench._cache import workload_bundles
+
+    exported = []
+
+    def fake_export(model, fmt, path, batch_size, seed):
+        exported.append((path.name, fmt, batch_size))
+        path.mkdir(parents=True)
+        (path / MANIFEST_FILE).write_text("{}")
+
+    monkeypatch.setattr(export, "export_bundle", fake_export)
+    args = (tmp_path, "tiny", "lora", "language+projector", "int8", 8, 1)
+    first = workload_bundles(*args, ("onnx",), model=object())
+    assert exported == [("tiny-int8-lora-r8-language-projector-b1-onnx", "onnx", 1)]
+    assert workload_bundles(*args, ("onnx",), model=object()) == first and len(exported) == 1
+    workload_bundles(tmp_path, "tiny", "lora", "default", "int8", 8, 1, ("onnx",), model=object())
+    assert len(exported) == 2 and exported[1][0] == "tiny-int8-lora-r8-default-b1-onnx"
+
+
+def test_speed_bench_refuses_an_unknown_target_set(tmp_path):
+    import pytest
+
+    from mobile_peft.bench.speed import SpeedBenchConfig, run_speed_bench
+    from mobile_peft.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown target set\(s\) \['vision'\].*language\+projector"):
+        run_speed_bench(SpeedBenchConfig(targets=("vision",), work_dir=str(tmp_path)))
