@@ -100,10 +100,10 @@ def _workload(config: SpeedBenchConfig, preset: str, adapter: str, targets: str,
     from ..runtime.bundle import Bundle
     from ._cache import workload_bundles, workload_model
 
-    model = workload_model(preset, adapter, targets, config.quant, config.rank)
+    built = workload_model(preset, adapter, targets, config.quant, config.rank)
     paths = workload_bundles(config.work_dir, preset, adapter, targets, config.quant, config.rank, batch,
-                             config.formats, model=model)
-    model = model[0]
+                             config.formats, model=built)
+    model = built[0]
     encoder = Bundle.open(next(iter(paths.values()))).encoder()
     arrays = encoder.batch(load_dataset("digits:parity", "train", limit=batch))
     contenders: dict[str, Callable[[], None]] = {}
