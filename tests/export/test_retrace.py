@@ -59,7 +59,7 @@ def _fields_apart_from_delegates(a, b, path="program"):
 
 def test_skipping_the_retrace_trains_identically(lora_model, tmp_path, monkeypatch):
     """The joint graph lowered with and without the skip: the same program apart from delegate
-    debug handles, and bitwise the same losses, gradients and parameters over three SGD steps."""
+    debug handles, and bitwise the same losses and parameters over three SGD steps."""
     pytest.importorskip("executorch")
     from executorch.exir._serialize._program import deserialize_pte_binary
 
