@@ -40,14 +40,39 @@ import itertools
 from typing import Any
 
 import torch
+from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+from executorch.backends.xnnpack.partition.config.generic_node_configs import GeluConfig
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir.graph_module import contains_any_call_fn_target_op
 from torch.fx import Node
 from torch.fx.passes.infra.partitioner import Partition
 
+from mobile_peft.core.errors import ConfigError
+
 from . import _fuse
 
-__all__ = ["LinearTimeXnnpackPartitioner", "convex_groups"]
+__all__ = ["ExactGeluConfig", "LinearTimeXnnpackPartitioner", "convex_groups", "partitioner_configs"]
+
+
+class ExactGeluConfig(GeluConfig):
+    """ExecuTorch's ``GeluConfig`` for the exact (erf) GELU only. XNNPACK's GELU is the erf one
+    and ExecuTorch's visitor drops ``approximate``, so upstream delegates SigLIP's
+    ``gelu(x, approximate="tanh")`` and silently computes another function; a tanh GELU stays in
+    ExecuTorch's kernel (``tests/export/test_partition.py``)."""
+
+    def check_constraints(self, node: Node, ep: Any) -> bool:
+        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+        return approximate == "none" and super().check_constraints(node, ep)
+
+
+def partitioner_configs(names: tuple[str, ...]) -> list[type]:
+    """ExecuTorch's XNNPACK partitioner configs with these class names, ``GeluConfig`` as
+    :class:`ExactGeluConfig`; an unknown name is a :class:`~mobile_peft.core.errors.ConfigError`."""
+    known = {c.__name__: c for c in ALL_PARTITIONER_CONFIGS}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown XNNPACK partitioner config(s) {unknown}; expected names among {sorted(known)}.")
+    return [ExactGeluConfig if c.__name__ == "GeluConfig" else c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in names]
 
 
 class LinearTimeXnnpackPartitioner(XnnpackPartitioner):

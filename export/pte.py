@@ -25,6 +25,7 @@ reach the weights the next step uses) - the same loop as ExecuTorch's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 
 from mobile_peft.core import contract
-from mobile_peft.core.errors import ConfigError, MissingExtraError
+from mobile_peft.core.errors import MissingExtraError
 
 from . import _delegate_passes, _fuse, _retrace
 from ._recompute import recompute_activations, recompute_frozen
@@ -197,11 +198,87 @@ def _drop_identity_copies(ep: torch.export.ExportedProgram) -> int:
     return dropped
 
 
+def _conv_args(node: torch.fx.Node) -> tuple[Any, ...] | None:
+    """``(input, weight, bias, stride, padding, dilation, transposed, groups)`` of a 2-D
+    ``convolution`` / ``conv2d`` call (the latter's defaults filled in), else None."""
+    aten = torch.ops.aten
+    if node.op != "call_function" or node.target not in (aten.convolution.default, aten.conv2d.default) or node.kwargs:
+        return None
+    if node.target == aten.convolution.default:
+        x, w, bias, stride, padding, dilation, transposed, _, groups = node.args
+    else:
+        defaults = (None, [1], [0], [1], 1)  # conv2d's bias, stride, padding, dilation, groups
+        x, w, bias, stride, padding, dilation, groups = (*node.args, *defaults[len(node.args) - 2 :])
+        transposed = False
+
+    def pair(v: Any) -> list[int]:
+        return [*v] * 2 if len(v) == 1 else [*v]
+
+    return x, w, bias, pair(stride), pair(padding), pair(dilation), transposed, groups
+
+
+def _fake_call(graph: torch.fx.Graph, like: torch.fx.Node, op: Any, *args: Any, **kwargs: Any) -> torch.fx.Node:
+    """``op(*args)`` as a new node with ``like``'s metadata and, as ``meta["val"]``, the op run on
+    its inputs' fake values."""
+    node = graph.call_function(op, args, kwargs)
+    vals = [a.meta["val"] for a in args if isinstance(a, torch.fx.Node)]
+    with torch._guards.detect_fake_mode(vals) or contextlib.nullcontext():
+        val = op(*(a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args), **kwargs)
+    node.meta = {**like.meta, "val": val}
+    return node
+
+
+def _patch_convs_as_matmuls(ep: torch.export.ExportedProgram) -> int:
+    """A 2-D convolution whose stride is its kernel (no padding, dilation or groups: a ViT patch
+    embedding, a 1x1 conv) -> the patches as rows (``view``, ``permute``, copy) @ the flattened
+    kernel (``mm``/``addmm``, which XNNPACK runs) -> the conv's layout. ExecuTorch's portable
+    ``convolution`` is a scalar loop, and XNNPACK takes only a convolution with static weights (a
+    joint graph's frozen weight is a method input: its delegate fails to initialise): in
+    ``smolvlm-256m``'s SigLIP (512x512 pixels, 16x16 patches, 768 channels) the one convolution
+    was 2.1 of the 6.3 s of a language+projector step (ETDump). Returns how many were rewritten."""
+    graph = ep.graph_module.graph
+    aten = torch.ops.aten
+    rewritten = 0
+    for node in list(graph.nodes):
+        conv = _conv_args(node)
+        if conv is None:
+            continue
+        x, w, bias, stride, padding, dilation, transposed, groups = conv
+        xv, wv = x.meta.get("val"), w.meta.get("val") if isinstance(w, torch.fx.Node) else None
+        if not (isinstance(xv, torch.Tensor) and isinstance(wv, torch.Tensor) and xv.ndim == wv.ndim == 4):
+            continue
+        out, cin, kh, kw = wv.shape
+        n, c, h, width = xv.shape
+        if transposed or groups != 1 or stride != [kh, kw] or any(padding) or dilation != [1, 1]:
+            continue
+        if c != cin or h % kh or width % kw:
+            continue
+        hp, wp = h // kh, width // kw
+        with graph.inserting_before(node):
+            call = functools.partial(_fake_call, graph, node)
+            patches = call(aten.view.default, x, [n, c, hp, kh, wp, kw])
+            patches = call(aten.permute.default, patches, [0, 2, 4, 1, 3, 5])
+            patches = call(aten.clone.default, patches, memory_format=torch.contiguous_format)
+            rows = call(aten.view.default, patches, [n * hp * wp, c * kh * kw])
+            kernel = call(aten.permute.default, call(aten.view.default, w, [out, c * kh * kw]), [1, 0])
+            y = call(aten.mm.default, rows, kernel) if bias is None else call(aten.addmm.default, bias, rows, kernel)
+            y = call(aten.permute.default, call(aten.view.default, y, [n, hp, wp, out]), [0, 3, 1, 2])
+            y = call(aten.clone.default, y, memory_format=torch.contiguous_format)
+        node.replace_all_uses_with(y)
+        graph.erase_node(node)
+        rewritten += 1
+    ep.graph_module.recompile()
+    return rewritten
+
+
 def simplify(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """The graph rewrites that cut portable-kernel time without changing a value (in place)."""
+    convs = _patch_convs_as_matmuls(ep)
     permutes, powers, copies = _compose_permutes(ep), _small_powers_as_mul(ep), _drop_identity_copies(ep)
     logger.debug(
-        "simplified: %d permute pairs composed, %d small powers as mul, %d identity copies dropped",
+        "simplified: %d convolutions as matmuls, %d permute pairs composed, %d small powers as mul, "
+        "%d identity copies dropped",
+        convs,
         permutes,
         powers,
         copies,
@@ -228,10 +305,17 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
 # transposes, they enlarged the planned arena (tiny 15.0 -> 22.1 MiB); that came from delegates
 # joining partitions far back in the graph, which the partitioner no longer allows
 # (``_partition._MAX_GAP``), and with the identity copies dropped the same levers run now gives
-# 13.7 MiB with them against 14.0 without, and 30.7 against 32.0 ms per step.
+# 13.7 MiB with them against 14.0 without, and 30.7 against 32.0 ms per step. Then softmax, the
+# exact GELU (:class:`._partition.ExactGeluConfig`), tanh and sigmoid: once the patch
+# convolution was a matmul (:func:`simplify`), attention's softmax and SigLIP's GELU were the
+# largest ExecuTorch kernels left in ``smolvlm-256m`` (ETDump); the softmax that used to come back
+# as a pass-through output now lowers. Elementwise arithmetic (mul/add/sub) delegated as well
+# measured 9 % faster but a 25 % larger arena on ``smolvlm-256m`` cut to 2+4 layers (544 vs 435
+# MiB), so it stays in ExecuTorch's kernels.
 MATMUL_OPS = ("LinearConfig", "AddmmConfig", "MMConfig")
 TRANSPOSE_OPS = (*MATMUL_OPS, "PermuteConfig")
-XNNPACK_OPS = (*TRANSPOSE_OPS, "BMMConfig")
+BMM_OPS = (*TRANSPOSE_OPS, "BMMConfig")
+XNNPACK_OPS = (*BMM_OPS, "SoftmaxConfig", "GeluConfig", "TanhConfig", "SigmoidConfig")
 
 
 @dataclass(frozen=True)
@@ -290,16 +374,9 @@ def lower(
     config = EdgeCompileConfig(_check_ir_validity=False)
     if not xnnpack:
         return to_edge(programs, compile_config=config)
-    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from ._partition import LinearTimeXnnpackPartitioner, partitioner_configs
 
-    from ._partition import LinearTimeXnnpackPartitioner
-
-    unknown = sorted(set(xnnpack_ops) - {c.__name__ for c in ALL_PARTITIONER_CONFIGS})
-    if unknown:
-        raise ConfigError(
-            f"unknown XNNPACK partitioner config(s) {unknown}; expected names such as {list(XNNPACK_OPS)}."
-        )
-    configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ in xnnpack_ops]
+    configs = partitioner_configs(xnnpack_ops)
     partitioner = LinearTimeXnnpackPartitioner(
         configs=configs, force_non_static_weights_for_f32_linear=True, fast=fast
     )

@@ -7,14 +7,16 @@ One workload (preset, adapter, batch; int8 backbone, rank 8, default targets) is
 * ``portable``: no XNNPACK delegation, the graph as traced (every op in ExecuTorch's kernels);
 * ``xnnpack``: the matrix multiplies delegated to XNNPACK, the graph as traced (the "before");
 * ``xnnpack+rewrites``: the same plus the value-preserving graph rewrites of
-  :func:`export.pte.simplify`;
+  :func:`export.pte.simplify` (a patch convolution as a matmul among them);
 * ``xnnpack+rewrites+transpose,bmm``: the same with the transposes and attention's batched
   matmuls delegated to XNNPACK too;
 * ``…+order``: the same, with delegate fusion keeping the traced node order instead of
   ExecuTorch's breadth-first one (:func:`export._fuse.topological_order`);
 * ``…+order+recompute``: the same with frozen weights' dequantisation recomputed in the backward
-  where that lowers the peak (:func:`export.pte.recompute_frozen`): the default export;
-* ``…+activations``: the same with cheap activations (attention's softmax above all) recomputed
+  where that lowers the peak (:func:`export.pte.recompute_frozen`);
+* ``…+softmax,gelu``: the same with softmax, the exact GELU, tanh and sigmoid delegated to
+  XNNPACK too (:data:`export.pte.XNNPACK_OPS`): the default export;
+* ``…+activations``: the default with cheap activations (attention's softmax above all) recomputed
   in the backward from values it still holds (:func:`export.pte.recompute_activations`; off by
   default: memory for step time);
 * ``xnnpack+rewrites+transpose+order+recompute``: the default without the batched matmuls
@@ -37,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..export.pte import MATMUL_OPS, TRANSPOSE_OPS, PteOptions
+from ..export.pte import BMM_OPS, MATMUL_OPS, TRANSPOSE_OPS, PteOptions
 from ._cache import bundle_path, is_exported
 from .speed import _bundle_step, _eager_step, _stats, alternate, machine_info
 
@@ -48,10 +50,11 @@ VARIANTS: dict[str, PteOptions] = {
     "portable": PteOptions(xnnpack=False, rewrites=False, recompute_frozen=False, keep_order=False),
     "xnnpack": PteOptions(xnnpack_ops=MATMUL_OPS, rewrites=False, recompute_frozen=False, keep_order=False),
     "xnnpack+rewrites": PteOptions(xnnpack_ops=MATMUL_OPS, recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm": PteOptions(recompute_frozen=False, keep_order=False),
-    "xnnpack+rewrites+transpose,bmm+order": PteOptions(recompute_frozen=False),
-    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(),  # the default export
-    "xnnpack+rewrites+transpose,bmm+order+recompute+activations": PteOptions(recompute_activations=True),
+    "xnnpack+rewrites+transpose,bmm": PteOptions(xnnpack_ops=BMM_OPS, recompute_frozen=False, keep_order=False),
+    "xnnpack+rewrites+transpose,bmm+order": PteOptions(xnnpack_ops=BMM_OPS, recompute_frozen=False),
+    "xnnpack+rewrites+transpose,bmm+order+recompute": PteOptions(xnnpack_ops=BMM_OPS),
+    "xnnpack+rewrites+transpose,bmm+order+recompute+softmax,gelu": PteOptions(),  # the default export
+    "xnnpack+rewrites+transpose,bmm+order+recompute+softmax,gelu+activations": PteOptions(recompute_activations=True),
     "xnnpack+rewrites+transpose+order+recompute": PteOptions(xnnpack_ops=TRANSPOSE_OPS),  # no bmm
 }
 # ETDump events that contain other events (not kernels).

@@ -99,3 +99,40 @@ def test_a_far_reader_opens_its_own_partition(monkeypatch):
     assert groups() == [{"early", "near"}, {"far"}]
     monkeypatch.setattr(_partition, "_MAX_GAP", 10**9)
     assert groups() == [{"early", "near", "far"}]  # convex, so only the gap keeps it out
+
+
+def test_tanh_gelu_is_not_delegated():
+    """XNNPACK's GELU is the exact one; ExecuTorch's visitor drops ``approximate``. The exact GELU
+    goes to XNNPACK, the tanh one (SigLIP's) stays in ExecuTorch's kernel, and both lowered
+    programs give eager PyTorch's values."""
+    from mobile_peft.export import pte
+
+    class Gelu(torch.nn.Module):
+        def __init__(self, approximate: str) -> None:
+            super().__init__()
+            self.approximate = approximate
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.gelu(x * 2.0, approximate=self.approximate)
+
+    x = torch.linspace(-4, 4, 64).reshape(8, 8)
+    for approximate, delegated in (("none", True), ("tanh", False)):
+        module = Gelu(approximate)
+        edge = pte.lower({"forward": pte.capture(module, (x,))}, xnnpack_ops=("GeluConfig",))
+        graph = edge.exported_program("forward").graph
+        kernels = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+        assert any("gelu" in k for k in kernels) is not delegated, kernels
+        program = edge.to_executorch()
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(program.buffer).load_method("forward")
+        torch.testing.assert_close(method.execute([x])[0], module(x), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_partitioner_config_is_refused():
+    from mobile_peft.core.errors import ConfigError
+    from mobile_peft.export._partition import partitioner_configs
+
+    with pytest.raises(ConfigError, match=r"GluConfig.*SoftmaxConfig"):
+        partitioner_configs(("GluConfig",))
+    assert sorted(c.__name__ for c in partitioner_configs(("GeluConfig", "MMConfig"))) == ["ExactGeluConfig", "MMConfig"]

@@ -162,6 +162,39 @@ def test_graph_rewrites_keep_every_output(lora_model):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_patch_convolutions_become_matmuls():
+    """A convolution whose stride is its kernel (a ViT patch embedding, with or without bias; a
+    1x1 conv) becomes a matmul over the patches; a padded 3x3 conv and a strided 2x2-over-3x3
+    conv stay. The values match the convolutions, in the training IR (``conv2d``) and in a joint
+    graph (``convolution``)."""
+    from mobile_peft.export.pte import _patch_convs_as_matmuls
+
+    class Convs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = torch.nn.Conv2d(3, 8, 4, stride=4)
+            self.patch_no_bias = torch.nn.Conv2d(3, 8, (2, 4), stride=(2, 4), bias=False)
+            self.pointwise = torch.nn.Conv2d(8, 5, 1)
+            self.padded = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.overlapping = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            patches = self.patch(x)
+            return (self.pointwise(patches).flatten(2).transpose(1, 2), self.patch_no_bias(x),
+                    self.padded(x), self.overlapping(x))
+
+    torch.manual_seed(0)
+    model, x = Convs(), torch.randn(2, 3, 16, 12)
+    convs = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+    for ep in (torch.export.export(model, (x,)), torch.export.export(model, (x,)).run_decompositions()):
+        before = ep.module()(x)
+        assert sum(_count(ep, op) for op in convs) == 5
+        assert _patch_convs_as_matmuls(ep) == 3
+        assert sum(_count(ep, op) for op in convs) == 2
+        for a, b in zip(ep.module()(x), before):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_identity_copies_dropped_only_where_the_layout_and_the_outputs_allow():
     """``alias``/``clone``/``expand`` that return their input's layout go; a clone to another
     layout, an expand that broadcasts and a copy the graph returns stay; a mutating graph is left
