@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
-from mobile_peft.adapters import adapter_parameters, remove_adapters
+from mobile_peft.adapters import adapter_parameters, apply_adapters, remove_adapters
+from mobile_peft.train.job import make_adapter_config
 
-from .conftest import STEPS, parity_batches
+from .conftest import STEPS, TEST_TARGETS, parity_batches
 
 pytest.importorskip("executorch")
 
@@ -136,6 +138,44 @@ def _count(ep, target) -> int:
     return sum(1 for n in ep.graph_module.graph.nodes if n.op == "call_function" and n.target == target)
 
 
+def test_siglip_sgd_parity(tmp_path):
+    """A SigLIP vision tower (patch convolution, tanh GELU: the rewrites of ``export._rewrites``
+    and the XNNPACK activations) with an adapter inside it, so the backward runs through the
+    rewritten GELU: the bundle's SGD losses follow eager PyTorch's."""
+    from mobile_peft.export import export_bundle
+    from mobile_peft.models.io import build_word_tokenizer
+    from mobile_peft.models.presets import preset_config
+    from mobile_peft.models.vlm import MobileVLM
+    from mobile_peft.quant.model import quantize_model
+
+    tokenizer = build_word_tokenizer()
+    config = dataclasses.replace(preset_config("tiny", tokenizer.get_vocab_size()), vision_type="siglip", quant="int8")
+    torch.manual_seed(0)
+    model = MobileVLM(config)
+    quantize_model(model, "int8", config.quant_group_size)
+    targets = TEST_TARGETS + r"|vision_tower\.encoder\.layers\.1\.mlp\.fc1"
+    apply_adapters(model, make_adapter_config("lora", 4, None, targets))
+    with torch.no_grad():
+        for param in adapter_parameters(model).values():
+            param.normal_(0, 0.05)
+    model.eval()
+    bundle = export_bundle((model, tokenizer), "pte", tmp_path / "b", batch_size=2)
+    lr = bundle.manifest["optimizer"]["lr"]
+    eager = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(list(adapter_parameters(eager).values()), lr=lr)
+    masks = TrainingWrapper(model).example_masks()
+    runtime = _trainer(bundle)
+    eager.train()
+    for batch in parity_batches(model, tokenizer, n=5):
+        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
+        got = runtime.step((*inputs, *masks), lr)
+        loss = eager(*inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert got == pytest.approx(loss.item(), rel=1e-4)
+
+
 def test_graph_rewrites_keep_every_output(lora_model):
     """pte.simplify composes transpose pairs, turns small powers into products and drops identity
     copies (the softmax outputs autograd saves as aliases): fewer copies and ``pow`` kernels, the
@@ -167,7 +207,7 @@ def test_patch_convolutions_become_matmuls():
     1x1 conv) becomes a matmul over the patches; a padded 3x3 conv and a strided 2x2-over-3x3
     conv stay. The values match the convolutions, in the training IR (``conv2d``) and in a joint
     graph (``convolution``)."""
-    from mobile_peft.export.pte import _patch_convs_as_matmuls
+    from mobile_peft.export._rewrites import _patch_convs_as_matmuls
 
     class Convs(torch.nn.Module):
         def __init__(self) -> None:
@@ -195,11 +235,42 @@ def test_patch_convolutions_become_matmuls():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_tanh_gelu_becomes_a_sigmoid_product():
+    """``gelu(x, approximate="tanh")`` becomes ``x * sigmoid(...)`` (the same function), in the
+    training IR and in a joint graph with its backward; the exact GELU stays."""
+    from mobile_peft.export._rewrites import _tanh_gelus_as_sigmoid
+
+    class Gelus(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(6, 6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.nn.functional.gelu(x @ self.w, approximate="tanh")
+            return (torch.nn.functional.gelu(y) * y).sum()
+
+    torch.manual_seed(0)
+    x = torch.linspace(-6, 6, 24).reshape(4, 6)
+    gelu = torch.ops.aten.gelu.default
+    from torch.export.experimental import _export_forward_backward
+
+    for ep in (torch.export.export(Gelus(), (x,)),
+               _export_forward_backward(torch.export.export(Gelus(), (x,)).run_decompositions())):
+        before = _run_graph(ep, (x,))
+        assert _count(ep, gelu) == 2
+        assert _tanh_gelus_as_sigmoid(ep) == 1
+        assert _count(ep, gelu) == 1
+        after = _run_graph(ep, (x,))
+        assert len(after) == len(before) > 0
+        for a, b in zip(after, before):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_identity_copies_dropped_only_where_the_layout_and_the_outputs_allow():
     """``alias``/``clone``/``expand`` that return their input's layout go; a clone to another
     layout, an expand that broadcasts and a copy the graph returns stay; a mutating graph is left
     alone. The outputs are bit-equal."""
-    from mobile_peft.export.pte import _drop_identity_copies
+    from mobile_peft.export._rewrites import _drop_identity_copies
 
     class Copies(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
