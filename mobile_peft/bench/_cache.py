@@ -41,6 +41,12 @@ def is_exported(path: Path) -> bool:
     return (path / MANIFEST_FILE).is_file()
 
 
+def export_seconds(path: Path) -> float | None:
+    """The wall time of the export that made the bundle at ``path``, if it was timed."""
+    timed = Path(path) / "export_seconds.txt"
+    return float(timed.read_text()) if timed.is_file() else None
+
+
 def check_target_sets(targets: tuple[str, ...]) -> None:
     """Raise :class:`~mobile_peft.core.errors.ConfigError` naming any of ``targets`` that is not a
     key of :data:`TARGET_SETS` (before a long benchmark starts, not when it reaches them)."""
@@ -69,7 +75,10 @@ def workload_model(preset: str, adapter: str, targets: str, quant: str, rank: in
 def workload_bundles(work_dir: str | Path, preset: str, adapter: str, targets: str, quant: str, rank: int,
                      batch: int, formats: tuple[str, ...], model: Any = None) -> dict[str, Path]:
     """The workload's bundle per format under ``work_dir``, exporting (seed 0) the ones not cached;
-    ``model``: the workload's ``(model, tokenizer)`` if the caller has built it already."""
+    ``model``: the workload's ``(model, tokenizer)`` if the caller has built it already. Each
+    export's wall time goes beside its bundle (``export_seconds.txt``)."""
+    import time
+
     from ..export import export_bundle
 
     stem = f"{preset}-{quant}-{adapter}-r{rank}-{targets.replace('+', '-')}-b{batch}"
@@ -78,5 +87,7 @@ def workload_bundles(work_dir: str | Path, preset: str, adapter: str, targets: s
     if missing:
         model = model or workload_model(preset, adapter, targets, quant, rank)
         for fmt in missing:
+            start = time.perf_counter()
             export_bundle(model, fmt, paths[fmt], batch_size=batch, seed=0)
+            (paths[fmt] / "export_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     return paths

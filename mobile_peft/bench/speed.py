@@ -98,7 +98,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
 def _workload(config: SpeedBenchConfig, preset: str, adapter: str, targets: str, batch: int) -> list[dict[str, Any]]:
     from ..core.datasets import load_dataset
     from ..runtime.bundle import Bundle
-    from ._cache import workload_bundles, workload_model
+    from ._cache import export_seconds, workload_bundles, workload_model
 
     built = workload_model(preset, adapter, targets, config.quant, config.rank)
     paths = workload_bundles(config.work_dir, preset, adapter, targets, config.quant, config.rank, batch,
@@ -121,7 +121,8 @@ def _workload(config: SpeedBenchConfig, preset: str, adapter: str, targets: str,
         rows.append({"preset": preset, "adapter": adapter, "targets": targets, "format": fmt, "batch": batch,
                      "optimizer": optimizers[fmt]["name"], "eager_ms": e["median"], "eager_iqr_ms": [e["q1"], e["q3"]],
                      "step_ms": s["median"], "step_iqr_ms": [s["q1"], s["q3"]],
-                     "ratio_vs_eager": round(s["median"] / e["median"], 3), "steps": config.steps})
+                     "ratio_vs_eager": round(s["median"] / e["median"], 3), "steps": config.steps,
+                     "export_s": export_seconds(paths[fmt])})
     return rows
 
 
@@ -155,14 +156,16 @@ def machine_info() -> dict[str, Any]:
 def speed_markdown(results: dict[str, Any]) -> str:
     from . import _markdown
 
-    header = ["preset", "adapter", "targets", "batch", "format (optimizer)", "eager ms", "bundle ms", "× eager"]
+    header = ["preset", "adapter", "targets", "batch", "format (optimizer)", "eager ms", "bundle ms", "× eager", "export s"]
     body = [[r["preset"], r["adapter"], r["targets"], str(r["batch"]), f"{r['format']} ({r['optimizer']})",
              f"{r['eager_ms']:.1f} [{r['eager_iqr_ms'][0]:.1f}–{r['eager_iqr_ms'][1]:.1f}]",
-             f"{r['step_ms']:.1f} [{r['step_iqr_ms'][0]:.1f}–{r['step_iqr_ms'][1]:.1f}]", f"{r['ratio_vs_eager']:.2f}"]
+             f"{r['step_ms']:.1f} [{r['step_iqr_ms'][0]:.1f}–{r['step_iqr_ms'][1]:.1f}]", f"{r['ratio_vs_eager']:.2f}",
+             "–" if r.get("export_s") is None else f"{r['export_s']:.0f}"]
             for r in results["rows"]]
     machine = results["machine"]
     note = (f"`mobile-peft bench speed`, {machine['cpus']} torch threads on {machine['platform']}; median step of "
-            f"{results['config']['steps']} alternating rounds after {results['config']['warmup']} warm-up, [interquartile range].")
+            f"{results['config']['steps']} alternating rounds after {results['config']['warmup']} warm-up, [interquartile range]; "
+            f"export s: the export that made the bundle (this run's or the cached one's; –: not timed).")
     return "\n".join([note, "", *_markdown.table(header, body)])
 
 
