@@ -177,7 +177,7 @@ def _patch_convs_as_matmuls(ep: torch.export.ExportedProgram) -> int:
         n, c, h, width = xv.shape
         if transposed or groups != 1 or stride != [kh, kw] or any(padding) or dilation != [1, 1]:
             continue
-        if c != cin or h % kh or width % kw:
+        if c != cin or h % kh or width % kw or not (xv.is_contiguous() and wv.is_contiguous()):
             continue
         hp, wp = h // kh, width // kw
         with graph.inserting_before(node):
