@@ -94,6 +94,24 @@ def test_eval_method_and_zero_masks_give_frozen_backbone(pte_bundle, lora_model)
 
 
 @pytest.mark.slow
+def _assert_sgd_parity(model, tokenizer, bundle, steps: int = 5) -> None:
+    """``steps`` SGD steps of the bundle's runtime give eager PyTorch's losses (rel 1e-4)."""
+    lr = bundle.manifest["optimizer"]["lr"]
+    eager = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(list(adapter_parameters(eager).values()), lr=lr)
+    masks = TrainingWrapper(model).example_masks()
+    runtime = _trainer(bundle)
+    eager.train()
+    for batch in parity_batches(model, tokenizer, n=steps):
+        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
+        got = runtime.step((*inputs, *masks), lr)
+        loss = eager(*inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert got == pytest.approx(loss.item(), rel=1e-4)
+
+
 def test_hydra_sgd_parity(tmp_path):
     """Hydra (two rank masks per module) through the same pte pipeline (slow: a second export)."""
     from mobile_peft.export import export_bundle
@@ -102,20 +120,7 @@ def test_hydra_sgd_parity(tmp_path):
 
     model, tokenizer = tiny_with_adapters("hydra")
     bundle = export_bundle((model, tokenizer), "pte", tmp_path / "b", batch_size=2)
-    lr = bundle.manifest["optimizer"]["lr"]
-    eager = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(list(adapter_parameters(eager).values()), lr=lr)
-    masks = TrainingWrapper(model).example_masks()
-    runtime = _trainer(bundle)
-    eager.train()
-    for batch in parity_batches(model, tokenizer, n=5):
-        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
-        got = runtime.step((*inputs, *masks), lr)
-        loss = eager(*inputs).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        assert got == pytest.approx(loss.item(), rel=1e-4)
+    _assert_sgd_parity(model, tokenizer, bundle)
 
 
 def _run_graph(ep, inputs) -> list[torch.Tensor]:
@@ -160,20 +165,7 @@ def test_siglip_sgd_parity(tmp_path):
             param.normal_(0, 0.05)
     model.eval()
     bundle = export_bundle((model, tokenizer), "pte", tmp_path / "b", batch_size=2)
-    lr = bundle.manifest["optimizer"]["lr"]
-    eager = copy.deepcopy(model)
-    optimizer = torch.optim.SGD(list(adapter_parameters(eager).values()), lr=lr)
-    masks = TrainingWrapper(model).example_masks()
-    runtime = _trainer(bundle)
-    eager.train()
-    for batch in parity_batches(model, tokenizer, n=5):
-        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
-        got = runtime.step((*inputs, *masks), lr)
-        loss = eager(*inputs).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        assert got == pytest.approx(loss.item(), rel=1e-4)
+    _assert_sgd_parity(model, tokenizer, bundle)
 
 
 def test_graph_rewrites_keep_every_output(lora_model):
