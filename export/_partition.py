@@ -50,6 +50,7 @@ from torch.fx.passes.infra.partitioner import Partition
 from mobile_peft.core.errors import ConfigError
 
 from . import _fuse
+from ._rewrites import gelu_approximation
 
 __all__ = ["ExactGeluConfig", "LinearTimeXnnpackPartitioner", "convex_groups", "partitioner_configs"]
 
@@ -61,8 +62,7 @@ class ExactGeluConfig(GeluConfig):
     ExecuTorch's kernel (``tests/export/test_partition.py``)."""
 
     def check_constraints(self, node: Node, ep: Any) -> bool:
-        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-        return approximate == "none" and super().check_constraints(node, ep)
+        return gelu_approximation(node) == "none" and super().check_constraints(node, ep)
 
 
 def partitioner_configs(names: tuple[str, ...]) -> list[type]:

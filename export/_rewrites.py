@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["simplify"]
+__all__ = ["gelu_approximation", "simplify"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,11 @@ def _patch_convs_as_matmuls(ep: torch.export.ExportedProgram) -> int:
 _TANH_GELU_C = 2 * (2 / torch.pi) ** 0.5  # 0.5 * (1 + tanh(z)) == sigmoid(2 z)
 
 
+def gelu_approximation(node: torch.fx.Node) -> str:
+    """The ``approximate`` argument (``"none"`` or ``"tanh"``) of an ``aten.gelu`` call."""
+    return node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+
+
 def _tanh_gelus_as_sigmoid(ep: torch.export.ExportedProgram) -> int:
     """``gelu(x, approximate="tanh")`` -> ``x * sigmoid(x * (c + c * 0.044715 * x * x))`` with
     ``c = 2 sqrt(2 / pi)``, the same function (``0.5 (1 + tanh(z)) = sigmoid(2 z)``). XNNPACK
@@ -214,9 +219,8 @@ def _tanh_gelus_as_sigmoid(ep: torch.export.ExportedProgram) -> int:
     for node in list(graph.nodes):
         if not (node.op == "call_function" and node.target == aten.gelu.default):
             continue
-        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
         x = node.args[0]
-        if approximate != "tanh" or not isinstance(x.meta.get("val"), torch.Tensor):
+        if gelu_approximation(node) != "tanh" or not isinstance(x.meta.get("val"), torch.Tensor):
             continue
         with graph.inserting_before(node):
             call = functools.partial(_fake_call, graph, node)
