@@ -9,7 +9,11 @@ shapes of ``linear``/``mm``/``permute``, and on those most passes change nothing
 tiny LoRA export, 3 of the 17 changed any delegate (linear conversion, channels-last tagging and
 the dim-order revert), and those 36 s were a quarter of the whole export.
 
-What this does: a delegate's *form* is its graph with everything a pass can act on -- node
+What this does: first, a pass that can act only on ops a delegate does not hold is not run
+(:func:`may_act`: batch-norm fusion without a batch norm, the SDPA and bilinear-upsample matchers
+without every op of one of their patterns, ...; on ``smolvlm-256m`` cut to 2+4 layers the
+delegates fell into 105 forms, and those passes were most of their 1,785 pass runs). Then, a
+delegate's *form* is its graph with everything a pass can act on -- node
 kinds, targets, argument wiring, kwargs, tensor shapes/dtypes/strides, the other node metadata,
 and each placeholder's kind (input, parameter, buffer, constant) -- but not the provenance
 metadata (stack traces, module paths, debug handles, delegate names) or the constant values. The first delegate
@@ -27,6 +31,8 @@ is left alone).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +40,7 @@ from typing import Any
 import torch
 from torch.fx import Node
 
-__all__ = ["delegate_form", "only_changing_passes"]
+__all__ = ["delegate_form", "may_act", "only_changing_passes"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,52 @@ def delegate_form(ep: torch.export.ExportedProgram) -> tuple:
     return (tuple(form), outputs)
 
 
+# Passes that act only on a graph holding one of these ops (each pass's ``call`` in ExecuTorch 1.5
+# rewrites nodes of these targets and nothing else); by class name, so a pass a later ExecuTorch
+# adds, or renames, runs.
+_BATCH_NORMS = frozenset({"aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default"})
+_ACTS_ON_ANY: dict[str, frozenset[str]] = {
+    "FuseBatchNormPass": _BATCH_NORMS,
+    "DecomposeBatchNorm": _BATCH_NORMS,
+    "FuseActivationPass": frozenset({"aten.relu.default", "aten.hardtanh.default"}),
+    "DecomposeConcatenate": frozenset({"aten.cat.default"}),
+    "RemoveGetItemPass": frozenset({"aten.max_pool2d_with_indices.default", "aten.max.dim"}),
+    "InsertPadQDQPass": frozenset({"aten.constant_pad_nd.default"}),
+    "Conv1dUnsqueezePass": frozenset({"aten.convolution.default"}),
+    "PReLUReshapePass": frozenset({"aten._prelu_kernel.default"}),
+}
+# Passes that replace matches of subgraph patterns (``SubgraphMatcher``: a match holds every op
+# of its pattern), by the module that holds the patterns.
+_MATCHES_PATTERNS = {"ConvertToUpsampleBilinear2d": "bilinear_2d", "ConvertToSDPAPass": "sdpa"}
+
+
+def _op_names(graph: torch.fx.Graph) -> frozenset[str]:
+    return frozenset(getattr(n.target, "__name__", str(n.target)) for n in graph.nodes if n.op == "call_function")
+
+
+@functools.cache
+def _pattern_ops(module: str) -> tuple[frozenset[str], ...]:
+    """The op names of each pattern graph the XNNPACK partitioner module ``module`` matches."""
+    patterns = importlib.import_module(f"executorch.backends.xnnpack.partition.graphs.{module}").get_graphs()
+    return tuple(_op_names(p.graph) for p in patterns)
+
+
+def may_act(pass_: type, ep: torch.export.ExportedProgram) -> bool:
+    """False when XNNPACK's pass ``pass_`` cannot change ``ep``: it acts only on ops ``ep`` does
+    not hold (the tables above); True for every other pass."""
+    name = pass_.__name__
+    ops = _op_names(ep.graph)
+    if name in _ACTS_ON_ANY:
+        return not ops.isdisjoint(_ACTS_ON_ANY[name])
+    if name in _MATCHES_PATTERNS:
+        return any(pattern <= ops for pattern in _pattern_ops(_MATCHES_PATTERNS[name]))
+    if name == "PropagateCustomMetaPass":  # acts on quantize / dequantize nodes
+        from executorch.backends.xnnpack.utils.quant_utils import is_dequant, is_quant
+
+        return any(is_quant(n) or is_dequant(n) for n in ep.graph.nodes)
+    return True
+
+
 class _FormMemo:
     """Which passes changed the first delegate of each form, for one lowering."""
 
@@ -101,8 +153,9 @@ class _FormMemo:
 
 def _pass_manager(upstream: type, memo: _FormMemo) -> type:
     class OnlyChangingPasses(upstream):  # type: ignore[misc, valid-type]
-        """``XNNPACKPassManager`` that skips the passes which did not change a delegate of the
-        same form (see the module docstring)."""
+        """``XNNPACKPassManager`` that skips the passes which cannot act on a delegate
+        (:func:`may_act`) or did not change the first delegate of its form (see the module
+        docstring)."""
 
         def transform(self) -> torch.export.ExportedProgram:
             ep = self.exported_program
@@ -114,12 +167,15 @@ def _pass_manager(upstream: type, memo: _FormMemo) -> type:
                 return upstream(ep, passes=list(known)).transform() if known else ep
             changing, current = [], form
             for pass_ in self.passes:
+                if not may_act(pass_, ep):
+                    memo.skipped += 1
+                    continue
                 ep = upstream(ep, passes=[pass_]).transform()
+                memo.run += 1
                 after = delegate_form(ep)
                 if after != current:
                     changing.append(pass_)
                     current = after
-            memo.run += len(self.passes)
             memo.changing[form] = tuple(changing)
             return ep
 

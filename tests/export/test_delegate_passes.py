@@ -68,6 +68,46 @@ def test_swaps_only_executorchs_pass_manager_and_restores_it():
         xnnpack_preprocess.XNNPACKPassManager = original
 
 
+_NOT_FOR_AN_MLP = {
+    "ConvertToUpsampleBilinear2d", "ConvertToSDPAPass", "FuseBatchNormPass", "DecomposeBatchNorm",
+    "DecomposeConcatenate", "RemoveGetItemPass", "InsertPadQDQPass", "Conv1dUnsqueezePass",
+    "PReLUReshapePass", "PropagateCustomMetaPass",
+}
+
+
+def _edge(module: torch.nn.Module, *inputs: torch.Tensor) -> torch.export.ExportedProgram:
+    from executorch.exir import EdgeCompileConfig, to_edge
+
+    ep = torch.export.export(module, inputs)
+    return to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).exported_program()
+
+
+def test_a_pass_may_act_only_where_its_ops_are():
+    """:func:`may_act` rules a pass out only when the ops it rewrites are absent: the
+    concatenation pass on a graph with ``cat``, not on one without; the SDPA matcher not on a
+    softmax alone (its patterns hold the batched matmuls and the scale too); a pass it has no
+    rule for always runs."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack import _passes
+
+    class Cat(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, x * 2], dim=1)
+
+    class Softmax(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x, dim=-1)
+
+    x = torch.randn(2, 8)
+    cat, softmax, mlp = _edge(Cat(), x), _edge(Softmax(), x), _edge(_Mlp(16), x)
+    assert _delegate_passes.may_act(_passes.DecomposeConcatenate, cat)
+    assert not _delegate_passes.may_act(_passes.DecomposeConcatenate, mlp)
+    assert not _delegate_passes.may_act(_passes.ConvertToSDPAPass, softmax)
+    assert _delegate_passes.may_act(_passes.FuseActivationPass, mlp)
+    assert not _delegate_passes.may_act(_passes.FuseActivationPass, softmax)
+    assert _delegate_passes.may_act(_passes.ConvertToLinearPass, softmax)  # no rule: runs
+
+
 def test_later_delegates_of_a_form_run_only_the_passes_that_changed_the_first():
     """Two delegates of one form through the swapped manager: the second runs only the passes
     that changed the first, and ends in the same form the full pass list gives it."""
@@ -98,6 +138,10 @@ def test_later_delegates_of_a_form_run_only_the_passes_that_changed_the_first():
             second = manager(edge_program(1)).transform()
         finally:
             _passes.XNNPACKPassManager.transform = original_transform
-    assert len(first) == len(_passes.XNNPACKPassManager(edge_program(0)).passes)
+    every = [p.__name__ for p in _passes.XNNPACKPassManager(edge_program(0)).passes]
+    # The first runs every pass that may act on a linear-relu-linear: the relu fusion, not the
+    # batch-norm, concatenation or SDPA rewrites.
+    assert first == [name for name in every if name not in _NOT_FOR_AN_MLP]
+    assert "FuseActivationPass" in first
     assert 0 < len(ran) < len(first)  # relu/linear: some passes act, most do not
     assert _delegate_passes.delegate_form(second) == _delegate_passes.delegate_form(full)
