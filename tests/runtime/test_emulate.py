@@ -61,3 +61,46 @@ def test_the_cli_table_says_it_does_not_fit(onnx_bundle, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "DOES NOT FIT" in out and "0 of 1" in out and "stopped early" in out
+
+
+def _resident_pages(path) -> int:
+    """How many of ``path``'s pages are in the page cache (``mincore`` on a fresh mapping, which
+    faults nothing in)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    with path.open("rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            assert libc.mincore(addr, size, vec) == 0, ctypes.get_errno()
+            return sum(v & 1 for v in vec)
+        finally:
+            libc.munmap(addr, size)
+
+
+def test_the_bundle_files_leave_the_page_cache_before_the_child_is_held(tmp_path):
+    """A page read in before the child is held stays charged to whoever read it: the files are
+    dropped from the cache, so the child's own reads of them count against its budget."""
+    big = tmp_path / "model.pte"
+    big.write_bytes(os.urandom(8 << 20))
+    os.sync()  # clean pages only can be dropped
+    big.read_bytes()
+    if _resident_pages(big) == 0:
+        pytest.skip("this filesystem keeps no page cache for the file")
+    assert emulate._drop_from_page_cache([big]) == 8 << 20
+    assert _resident_pages(big) == 0
+
+
+def test_the_report_says_how_many_bundle_bytes_were_uncached(onnx_bundle):
+    r = emulate_bundle(onnx_bundle, "galaxy-a14", steps=1)
+    files = [p for p in onnx_bundle.rglob("*") if p.is_file()]
+    assert r["fits"] and r["uncached_bytes"] == sum(p.stat().st_size for p in files)
