@@ -30,6 +30,14 @@ where upstream made 54 (1+2 layers); at 4+8 layers lowering peaks at 1.26 GB ins
 in about the same time (203 s vs 188 s); the full ``smolvlm-256m`` exported at 6.6 GB peak RSS
 (before :mod:`._fuse` took the per-delegate re-legalisation out: 3.3 GB with Hydra adapters now).
 
+A partition also never holds back a large value computed outside it between its members
+(``_MAX_HELD``): fused, the delegate runs once, after its last member, so every such input is
+alive together at the call. The backward of a language model head dequantised in row blocks
+(:class:`~mobile_peft.quant.QuantLinear`) reads one 15.5 MiB block per gradient matmul, each
+recomputed right before its reader; grouped into one delegate, all seven blocks were alive at
+once (``smolvlm-256m`` cut to 2+4 layers, language+projector: arena 156 MiB; each block in its
+own delegate: see ``export/SUPPORT.md``).
+
 Groups with more than one op (configs that pull dependencies in) fall back to the upstream
 partitioner; the linear/addmm/mm configs used for training match single ops.
 """
@@ -50,6 +58,7 @@ from torch.fx.passes.infra.partitioner import Partition
 from mobile_peft.core.errors import ConfigError
 
 from . import _fuse
+from ._recompute import _bytes
 from ._rewrites import gelu_approximation
 
 __all__ = ["ExactGeluConfig", "LinearTimeXnnpackPartitioner", "convex_groups", "partitioner_configs"]
@@ -136,6 +145,17 @@ def convex_groups(graph: torch.fx.Graph, supported: set[Node]) -> list[list[Node
     recent: list[int] = []  # the last partitions opened, newest first
     order = {node: i for i, node in enumerate(graph.nodes)}
     last: dict[int, int] = {}  # partition id -> position of its latest member
+    first: dict[int, int] = {}  # partition id -> position of its first member
+    held: dict[int, int] = {}  # partition id -> bytes it reads that are made outside it after its first member
+
+    def held_if_in(node: Node, p: int) -> int:
+        """Bytes ``node`` reads that are computed outside ``p`` after ``p`` opened: joining, the
+        delegate keeps them alive together with ``p``'s others until it runs."""
+        return sum(
+            _bytes(u)
+            for u in node.all_input_nodes
+            if part.get(u) != p and u.op != "placeholder" and order[u] > first[p]
+        )
 
     def taint_if_in(node: Node, p: int | None) -> int:
         """``taint[node]`` were ``node`` in partition ``p`` (None: outside every partition)."""
@@ -155,12 +175,17 @@ def convex_groups(graph: torch.fx.Graph, supported: set[Node]) -> list[list[Node
         for p in _candidates(node, part, recent):
             if order[node] - last[p] > _MAX_GAP:
                 continue  # fusing would run it far from where the graph computes it
+            extra = held_if_in(node, p)
+            if extra and held[p] + extra > _MAX_HELD:
+                continue  # fusing would keep large values alive together until the delegate runs
             if not taint_if_in(node, p) >> p:  # no ancestor partition numbered p or later
                 chosen = p
+                held[p] += extra
                 break
         if chosen is None:
             chosen = next(ids)
             members[chosen] = []
+            first[chosen], held[chosen] = order[node], 0
             recent = [chosen, *recent][:_RECENT]
         part[node] = chosen
         members[chosen].append(node)
@@ -178,6 +203,10 @@ _MAX_SIBLINGS = 8
 # would otherwise join a forward delegate through that value, and the fused delegate computes it
 # in the forward -- the value then lives across the step, defeating the recomputation.
 _MAX_GAP = 64
+# Bytes of values computed outside a partition between its members that it may read (all alive
+# together until the delegate runs): q/k/v's dequantised weights join (SigLIP: 3 x 2.25 MiB), a
+# language model head's row blocks (15.5 MiB each) do not.
+_MAX_HELD = 8 * 2**20
 # Independent ops close in topological order (q/k/v, the gradient matmuls of one layer) share a
 # delegate: an op may also join one of the last few partitions opened.
 _RECENT = 4

@@ -60,9 +60,9 @@ def _recording_dequantised(model: nn.Module, into: list[torch.Tensor]) -> Iterat
     """Record (and hold) every weight a ``QuantLinear`` of ``model`` dequantises inside the block."""
     layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
 
-    def wrap(layer: QuantLinear) -> Callable[[], torch.Tensor]:
-        def dequantized_weight() -> torch.Tensor:
-            weight = QuantLinear.dequantized_weight(layer)
+    def wrap(layer: QuantLinear) -> Callable[..., torch.Tensor]:
+        def dequantized_weight(rows: slice | None = None) -> torch.Tensor:
+            weight = QuantLinear.dequantized_weight(layer, rows)
             into.append(weight)
             return weight
 

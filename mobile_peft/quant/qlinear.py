@@ -11,6 +11,12 @@ ExecuTorch / ONNX, where subclasses do not (see DESIGN.md).
   scale), values in ``[-8, 7]`` stored offset by 8 and packed two per byte (low nibble = even
   column). Storage: ``qweight`` uint8 ``[out, in / 2]`` + ``scales`` fp16 ``[out, in / group]``
   (~0.14x of fp32 with groups of 32).
+
+A large layer dequantises in blocks of output rows (at most :data:`DEQUANT_BLOCK_BYTES` of fp32
+each) and concatenates the blocks' outputs: the same values, but a training graph never holds
+the whole fp32 weight, and its transposed copy, at once. That matters for a language model head
+(``smolvlm-256m``: 49,280 x 576 = 108 MiB of fp32, and as much again for the transposed copy the
+forward's matmul reads, both alive in the exported step at its peak).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from ..core.errors import ConfigError
 
 QuantMode = Literal["none", "int8", "int4"]
 DEFAULT_INT4_GROUP = 32
+# fp32 bytes one dequantised block may hold: only a model's largest layers are split (an LM head,
+# a pixel-shuffle projector); smaller blocks would split every vision MLP too, adding graph nodes
+# (export time) for little memory.
+DEQUANT_BLOCK_BYTES = 16 * 2**20
 
 
 def check_quant_mode(mode: str) -> str:
@@ -58,6 +68,7 @@ class QuantLinear(nn.Module):
         bias: bool,
         mode: Literal["int8", "int4"],
         group_size: int = DEFAULT_INT4_GROUP,
+        block_bytes: int | None = DEQUANT_BLOCK_BYTES,
     ) -> None:
         super().__init__()
         if mode not in ("int8", "int4"):
@@ -65,6 +76,7 @@ class QuantLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.mode = mode
+        self.block_bytes = block_bytes  # None: dequantise the whole weight at once
         if mode == "int8":
             self.group_size = in_features
             self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
@@ -106,25 +118,46 @@ class QuantLinear(nn.Module):
         self.qweight.copy_(q[..., 0] | (q[..., 1] << 4))
         self.scales.copy_(scale)
 
-    def dequantized_weight(self) -> torch.Tensor:
-        """The fp32 weight ``[out, in]``, built from export-friendly ops only."""
+    def dequantized_weight(self, rows: slice | None = None) -> torch.Tensor:
+        """The fp32 weight ``[out, in]`` (or its ``rows``), built from export-friendly ops only."""
+        rows = rows or slice(0, self.out_features)
+        qweight, scales = self.qweight[rows], self.scales[rows]
         if self.mode == "int8":
-            return self.qweight.to(torch.float32) * self.scales[:, None]
-        packed = self.qweight.to(torch.float32)  # [out, in/2], values 0..255
+            return qweight.to(torch.float32) * scales[:, None]
+        packed = qweight.to(torch.float32)  # [rows, in/2], values 0..255
         high = torch.floor(packed / 16.0)
         low = packed - high * 16.0
-        q = torch.stack([low, high], dim=-1).reshape(self.out_features, -1, self.group_size) - 8.0
-        return (q * self.scales.to(torch.float32)[..., None]).reshape(self.out_features, self.in_features)
+        q = torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1, self.group_size) - 8.0
+        return (q * scales.to(torch.float32)[..., None]).reshape(packed.shape[0], self.in_features)
+
+    def row_blocks(self) -> list[slice]:
+        """The output rows dequantised together: one block unless the fp32 weight exceeds
+        ``block_bytes``, then equal blocks of at most that many bytes."""
+        total = self.out_features * self.in_features * 4
+        if self.block_bytes is None or total <= self.block_bytes:
+            return [slice(0, self.out_features)]
+        n = -(-total // self.block_bytes)
+        size = -(-self.out_features // n)
+        return [slice(i, min(i + size, self.out_features)) for i in range(0, self.out_features, size)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.dequantized_weight(), self.bias)
+        blocks = self.row_blocks()
+        if len(blocks) == 1:
+            return nn.functional.linear(x, self.dequantized_weight(), self.bias)
+        outputs = [
+            nn.functional.linear(x, self.dequantized_weight(rows), None if self.bias is None else self.bias[rows])
+            for rows in blocks
+        ]
+        return torch.cat(outputs, dim=-1)
 
     def storage_bytes(self) -> int:
         """Bytes held by the weight (integer values + scales), bias excluded."""
         return self.qweight.numel() * self.qweight.element_size() + self.scales.numel() * self.scales.element_size()
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, group_size={self.group_size}"
+        blocks = len(self.row_blocks())
+        return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
+                f"group_size={self.group_size}" + (f", row_blocks={blocks}" if blocks > 1 else ""))
 
 
 def linear_weight(layer: nn.Module) -> torch.Tensor:

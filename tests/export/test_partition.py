@@ -136,3 +136,32 @@ def test_unknown_partitioner_config_is_refused():
     with pytest.raises(ConfigError, match=r"GluConfig.*SoftmaxConfig"):
         partitioner_configs(("GluConfig",))
     assert sorted(c.__name__ for c in partitioner_configs(("GeluConfig", "MMConfig"))) == ["ExactGeluConfig", "MMConfig"]
+
+
+def test_large_values_made_between_members_are_not_held_together(monkeypatch):
+    """Independent matmuls whose weights are computed outside the partition between them (a
+    row-blocked layer's dequantised blocks) get a delegate each once those weights are large:
+    one delegate would keep every block alive until it runs. Small ones (q/k/v) still share."""
+    from mobile_peft.export import _partition
+
+    def groups(rows: int) -> list[set[str]]:
+        graph = fx.Graph()
+        x = graph.placeholder("x")
+        x.meta["val"] = torch.empty(4, 64, device="meta")
+        q = graph.placeholder("q")
+        mms = []
+        for i in range(3):
+            w = graph.call_function(torch.mul, (q, 2.0), name=f"w{i}")  # not supported: outside
+            w.meta["val"] = torch.empty(rows, 64, device="meta")
+            mm = graph.call_function(torch.mm, (x, w), name=f"mm{i}")
+            mm.meta["val"] = torch.empty(4, rows, device="meta")
+            mms.append(mm)
+        graph.output(tuple(mms))
+        return [{n.name for n in g} for g in convex_groups(graph, set(mms))]
+
+    small = _partition._MAX_HELD // (64 * 4 * 4)  # three weights fit together
+    assert groups(small) == [{"mm0", "mm1", "mm2"}]
+    big = _partition._MAX_HELD // (64 * 4) + 1  # one weight alone exceeds the limit
+    assert groups(big) == [{"mm0"}, {"mm1"}, {"mm2"}]
+    monkeypatch.setattr(_partition, "_MAX_HELD", 10**12)
+    assert groups(big) == [{"mm0", "mm1", "mm2"}]  # convex, so only the limit keeps them apart

@@ -146,7 +146,8 @@ def _count(ep, target) -> int:
 def test_siglip_sgd_parity(tmp_path):
     """A SigLIP vision tower (patch convolution, tanh GELU: the rewrites of ``export._rewrites``
     and the XNNPACK activations) with an adapter inside it, so the backward runs through the
-    rewritten GELU: the bundle's SGD losses follow eager PyTorch's."""
+    rewritten GELU, and a language model head dequantised in row blocks (as ``smolvlm-256m``'s
+    is): the bundle's SGD losses follow eager PyTorch's."""
     from mobile_peft.export import export_bundle
     from mobile_peft.models.io import build_word_tokenizer
     from mobile_peft.models.presets import preset_config
@@ -158,6 +159,9 @@ def test_siglip_sgd_parity(tmp_path):
     torch.manual_seed(0)
     model = MobileVLM(config)
     quantize_model(model, "int8", config.quant_group_size)
+    head = model.language_model.lm_head
+    head.block_bytes = head.in_features * 4 * -(-head.out_features // 3)
+    assert len(head.row_blocks()) == 3
     targets = TEST_TARGETS + r"|vision_tower\.encoder\.layers\.1\.mlp\.fc1"
     apply_adapters(model, make_adapter_config("lora", 4, None, targets))
     with torch.no_grad():

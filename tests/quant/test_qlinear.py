@@ -88,3 +88,33 @@ def test_quantised_layer_exports_without_tensor_subclasses(mode):
     ep = torch.export.export(q, (torch.randn(2, 64),), strict=False)
     x = torch.randn(2, 64)
     torch.testing.assert_close(ep.module()(x), q(x))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_row_blocks_compute_the_same_layer(mode, bias):
+    """A layer past ``block_bytes`` dequantises in row blocks: the blocks cover every row once,
+    none holds more than ``block_bytes`` of fp32, and output and input gradient match the whole
+    weight's."""
+    torch.manual_seed(2)
+    q = QuantLinear.from_linear(nn.Linear(64, 100, bias=bias), mode)
+    x = torch.randn(3, 64, requires_grad=True)
+    whole = q(x)
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), x)
+    q.block_bytes = 64 * 4 * 30  # 30 rows of fp32
+    blocks = q.row_blocks()
+    assert len(blocks) == 4 and [b.start for b in blocks] == [0, 25, 50, 75] and blocks[-1].stop == 100
+    assert all((b.stop - b.start) * 64 * 4 <= q.block_bytes for b in blocks)
+    torch.testing.assert_close(torch.cat([q.dequantized_weight(b) for b in blocks]), q.dequantized_weight(), rtol=0, atol=0)
+    blocked = q(x)
+    (grad_blocked,) = torch.autograd.grad(blocked.square().sum(), x)
+    torch.testing.assert_close(blocked, whole)
+    torch.testing.assert_close(grad_blocked, grad_whole)
+    assert "row_blocks=4" in repr(q)
+
+
+def test_small_layers_and_no_limit_dequantise_whole():
+    q = QuantLinear(64, 100, bias=False, mode="int8")
+    assert q.row_blocks() == [slice(0, 100)]  # 25.6 KB of fp32: far below the default block
+    q.block_bytes = None
+    assert q.row_blocks() == [slice(0, 100)]
