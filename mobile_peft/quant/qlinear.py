@@ -120,8 +120,8 @@ class QuantLinear(nn.Module):
 
     def dequantized_weight(self, rows: slice | None = None) -> torch.Tensor:
         """The fp32 weight ``[out, in]`` (or its ``rows``), built from export-friendly ops only."""
-        rows = rows or slice(0, self.out_features)
-        qweight, scales = self.qweight[rows], self.scales[rows]
+        # No slice for the whole weight: a traced slice is a copy in ExecuTorch (``slice_copy``).
+        qweight, scales = (self.qweight, self.scales) if rows is None else (self.qweight[rows], self.scales[rows])
         if self.mode == "int8":
             return qweight.to(torch.float32) * scales[:, None]
         packed = qweight.to(torch.float32)  # [rows, in/2], values 0..255
@@ -133,11 +133,11 @@ class QuantLinear(nn.Module):
     def row_blocks(self) -> list[slice]:
         """The output rows dequantised together: one block unless the fp32 weight exceeds
         ``block_bytes``, then equal blocks of at most that many bytes."""
-        total = self.out_features * self.in_features * 4
-        if self.block_bytes is None or total <= self.block_bytes:
+        row_bytes = self.in_features * 4
+        if self.block_bytes is None or self.out_features * row_bytes <= self.block_bytes:
             return [slice(0, self.out_features)]
-        n = -(-total // self.block_bytes)
-        size = -(-self.out_features // n)
+        n = -(-self.out_features // max(1, self.block_bytes // row_bytes))  # fewest blocks that fit
+        size = -(-self.out_features // n)  # as equal as they can be
         return [slice(i, min(i + size, self.out_features)) for i in range(0, self.out_features, size)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
