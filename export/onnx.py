@@ -5,6 +5,8 @@ Stages::
 
     capture(wrapper, inputs)   torch.onnx.export(dynamo=False, opset 15, TRAINING, no folding)
     artifacts(onnx, names)     onnxruntime.training.artifacts.generate_artifacts (loss = graph output 0)
+    recompute(training)        each backward matmul rebuilds the frozen weight it reads from int8/int4
+                               (``_onnx_recompute``) instead of keeping the forward's fp32 copy
     torch_adamw(optimizer)     AdamW node in torch.optim.AdamW mode (adam_mode=0)
     fix_ir_versions(dir)       IR version 10, the highest ORT 1.19 loads
 
@@ -39,9 +41,12 @@ from mobile_peft.core import contract
 from mobile_peft.core.contract import MethodKey
 from mobile_peft.core.errors import MissingExtraError
 
+from ._onnx_recompute import QuantizedWeight, recompute_dequantised_weights
 from .wrappers import EvalWrapper
 
-__all__ = ["OrtTrainer", "artifacts", "capture", "export_onnx", "fix_ir_versions", "torch_adamw"]
+__all__ = [
+    "OrtTrainer", "artifacts", "capture", "export_onnx", "fix_ir_versions", "quantized_weights", "recompute", "torch_adamw",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +98,39 @@ def fix_ir_versions(paths: Sequence[Path]) -> None:
             onnx.save(model, str(path))
 
 
-def artifacts(onnx_path: Path, trainable: list[str], out_dir: Path, optimizer: Any) -> list[Path]:
+def quantized_weights(module: nn.Module, prefix: str = "model.") -> dict[str, QuantizedWeight]:
+    """The frozen quantised weights of ``module`` as the captured graph names them."""
+    from mobile_peft.quant import QuantLinear
+
+    weights = {}
+    for path, layer in module.named_modules():
+        if isinstance(layer, QuantLinear):
+            qweight = f"{prefix}{path}.qweight"
+            weights[qweight] = QuantizedWeight(
+                qweight, f"{prefix}{path}.scales", layer.mode, layer.in_features, layer.group_size
+            )
+    return weights
+
+
+def recompute(training_model: Path, weights: dict[str, QuantizedWeight]) -> int:
+    """Stage 2, after the artifacts: backward matmuls rebuild the frozen weights they read
+    (``_onnx_recompute``); returns how many."""
+    import onnx
+
+    model = onnx.load(str(training_model))
+    count = recompute_dequantised_weights(model, weights)
+    if count:
+        onnx.save(model, str(training_model))
+    return count
+
+
+def artifacts(
+    onnx_path: Path,
+    trainable: list[str],
+    out_dir: Path,
+    optimizer: Any,
+    weights: dict[str, QuantizedWeight] | None = None,
+) -> list[Path]:
     # The captured graph outputs (loss, logits): the loss block is a pass-through of ``loss``
     # (gradients flow from it) and ``logits`` rides along as an extra output of the training and
     # eval models, so accuracy and the post-training inference graph need no second export.
@@ -131,6 +168,8 @@ def artifacts(onnx_path: Path, trainable: list[str], out_dir: Path, optimizer: A
         out_dir / contract.ONNX_OPTIMIZER_FILE,
     ]
     torch_adamw(out_dir / contract.ONNX_OPTIMIZER_FILE)
+    if weights:
+        recompute(out_dir / contract.ONNX_TRAINING_FILE, weights)
     fix_ir_versions(paths)
     return paths
 
@@ -180,6 +219,24 @@ def torch_adamw(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+@contextlib.contextmanager
+def _fp32_scales(model: nn.Module) -> Iterator[None]:
+    """int4 layers keep their fp16 group scales as fp32 for the capture: ORT 1.19's checkpoint
+    cannot hold an fp16 tensor ("Unsupported data type: 10" at ``load_checkpoint``). The values
+    are the same (fp16 -> fp32 is exact); the int4 backbone grows from ~0.56 to ~0.63 bytes a
+    weight with groups of 32."""
+    from mobile_peft.quant import QuantLinear
+
+    swapped = [layer for layer in model.modules() if isinstance(layer, QuantLinear) and layer.scales.dtype == torch.float16]
+    for layer in swapped:
+        layer.scales = layer.scales.float()
+    try:
+        yield
+    finally:
+        for layer in swapped:
+            layer.scales = layer.scales.half()
+
+
 def export_onnx(
     model: nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -195,17 +252,18 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / "_base_training.onnx"
-    capture(
-        EvalWrapper(model),
-        inputs,
-        input_names,
-        [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
-        base,
-        training=True,
-    )
+    with _fp32_scales(model):
+        capture(
+            EvalWrapper(model),
+            inputs,
+            input_names,
+            [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
+            base,
+            training=True,
+        )
     trainable = [f"model.{name}" for name in adapter_parameters(model)]
     try:
-        artifacts(base, trainable, out_dir, optimizer)
+        artifacts(base, trainable, out_dir, optimizer, quantized_weights(model))
     finally:
         base.unlink(missing_ok=True)
     files = [

@@ -1,18 +1,23 @@
 """Where the benchmarks keep the bundles they export (``benchmarks/.cache/...``), one rule for all,
 and the workloads ``bench speed`` and ``bench memory`` share (model, target set, cached bundles).
 
-A cached bundle is reused only if it was exported the way the benchmark would export it now: a
-``pte`` bundle's directory name carries :meth:`export.pte.PteOptions.fingerprint`, so changing an
-export lever (or its default) makes the next run export afresh instead of measuring an old bundle.
+A cached bundle is reused only if it was exported the way the benchmark would export it now: its
+directory name carries a fingerprint of the source code that turns a model into a bundle (the
+``export`` package, ``quant``, ``adapters``, ``models``, ``core``) and, for ``pte``, of
+:meth:`export.pte.PteOptions`, so changing an export lever, its default, or the exporter itself
+makes the next run export afresh instead of measuring an old bundle.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LANGUAGE_PROJECTOR_TARGETS", "TARGET_SETS", "bundle_path", "check_target_sets", "is_exported",
-           "workload_bundles", "workload_model"]
+__all__ = ["LANGUAGE_PROJECTOR_TARGETS", "TARGET_SETS", "bundle_path", "check_target_sets", "code_digest",
+           "exporter_digest", "is_exported", "workload_bundles", "workload_model"]
 
 # The model's default targets without the vision tower's alternative (models/config.py DEFAULT_TARGETS):
 # no adapter, so no backward, in the vision tower.
@@ -23,15 +28,33 @@ LANGUAGE_PROJECTOR_TARGETS = (
 TARGET_SETS = {"default": None, "language+projector": LANGUAGE_PROJECTOR_TARGETS}
 
 
+def code_digest(roots: Iterable[Path]) -> str:
+    """SHA-256 of every ``.py`` file under ``roots`` (paths and contents, in a stable order)."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(Path(root).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def exporter_digest() -> str:
+    """:func:`code_digest` of the packages whose code shapes an exported bundle."""
+    from .. import adapters, core, export, models, quant
+
+    return code_digest(Path(package.__file__).parent for package in (adapters, core, export, models, quant))
+
+
 def bundle_path(work_dir: str | Path, stem: str, fmt: str, pte_options: Any = None) -> Path:
-    """``<work_dir>/<stem>-<fmt>``, plus ``-<fingerprint>`` for ``pte`` (default options when
-    ``pte_options`` is None)."""
-    name = f"{stem}-{fmt}"
+    """``<work_dir>/<stem>-<fmt>-<fingerprint>``: eight hex digits of :func:`exporter_digest`
+    and, for ``pte``, of the export options (the defaults when ``pte_options`` is None)."""
+    key = exporter_digest()
     if fmt == "pte":
         from ..export.pte import PteOptions
 
-        name += f"-{(pte_options or PteOptions()).fingerprint()}"
-    return Path(work_dir) / name
+        key += (pte_options or PteOptions()).fingerprint()
+    return Path(work_dir) / f"{stem}-{fmt}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def is_exported(path: Path) -> bool:
