@@ -219,22 +219,17 @@ def torch_adamw(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-@contextlib.contextmanager
-def _fp32_scales(model: nn.Module) -> Iterator[None]:
-    """int4 layers keep their fp16 group scales as fp32 for the capture: ORT 1.19's checkpoint
-    cannot hold an fp16 tensor ("Unsupported data type: 10" at ``load_checkpoint``). The values
-    are the same (fp16 -> fp32 is exact); the int4 backbone grows from ~0.56 to ~0.63 bytes a
-    weight with groups of 32."""
+def _fp32_scales(model: nn.Module) -> None:
+    """Store int4 layers' fp16 group scales as fp32, in place: ORT 1.19's checkpoint cannot hold
+    an fp16 tensor ("Unsupported data type: 10" at ``load_checkpoint``). The values are the same
+    (fp16 -> fp32 is exact); the int4 backbone grows from ~0.56 to ~0.63 bytes a weight with groups
+    of 32. Left in place so the manifest's backbone bytes count what the checkpoint holds (the
+    model is the export's own copy)."""
     from mobile_peft.quant import QuantLinear
 
-    swapped = [layer for layer in model.modules() if isinstance(layer, QuantLinear) and layer.scales.dtype == torch.float16]
-    for layer in swapped:
-        layer.scales = layer.scales.float()
-    try:
-        yield
-    finally:
-        for layer in swapped:
-            layer.scales = layer.scales.half()
+    for layer in model.modules():
+        if isinstance(layer, QuantLinear) and layer.scales.dtype == torch.float16:
+            layer.scales = layer.scales.float()
 
 
 def export_onnx(
@@ -252,15 +247,15 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / "_base_training.onnx"
-    with _fp32_scales(model):
-        capture(
-            EvalWrapper(model),
-            inputs,
-            input_names,
-            [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
-            base,
-            training=True,
-        )
+    _fp32_scales(model)
+    capture(
+        EvalWrapper(model),
+        inputs,
+        input_names,
+        [contract.OUTPUT_LOSS, contract.OUTPUT_LOGITS],
+        base,
+        training=True,
+    )
     trainable = [f"model.{name}" for name in adapter_parameters(model)]
     try:
         artifacts(base, trainable, out_dir, optimizer, quantized_weights(model))
