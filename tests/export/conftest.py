@@ -36,6 +36,27 @@ def parity_batches(model, tokenizer, n: int = STEPS, batch: int = BATCH) -> list
     return [torch.utils.data.default_collate(items[i * batch : (i + 1) * batch]) for i in range(n)]
 
 
+def assert_ort_adamw_matches_eager(bundle, model, tokenizer, steps: int, rel: float) -> None:
+    """``steps`` AdamW steps of the ``onnx`` bundle in ORT give the eager model's losses."""
+    from mobile_peft.export.onnx import OrtTrainer
+    from mobile_peft.export.wrappers import TrainingWrapper
+
+    lr = bundle.manifest["optimizer"]["lr"]
+    eager = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(list(adapter_parameters(eager).values()), lr=lr, weight_decay=0.0)
+    masks = TrainingWrapper(model).example_masks()
+    runtime = OrtTrainer(bundle.path, lr)
+    eager.train()
+    for batch in parity_batches(model, tokenizer, n=steps):
+        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
+        got = runtime.step((*inputs, *masks))
+        loss = eager(*inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert got == pytest.approx(loss.item(), rel=rel)
+
+
 @pytest.fixture(scope="session")
 def lora_model():
     return tiny_with_adapters("lora")

@@ -10,7 +10,7 @@ import torch
 
 from mobile_peft.adapters import adapter_parameters, remove_adapters
 
-from .conftest import parity_batches
+from .conftest import assert_ort_adamw_matches_eager, parity_batches
 
 pytest.importorskip("onnxruntime.training")
 
@@ -118,20 +118,7 @@ def test_hydra_adamw_parity(tmp_path):
     model, tokenizer = tiny_with_adapters("hydra")
     bundle = export_bundle((model, tokenizer), "onnx", tmp_path / "b", batch_size=2)
     assert len(bundle.manifest["rank_schedule"]["mask_inputs"]) == 2 * 6
-    lr = bundle.manifest["optimizer"]["lr"]
-    eager = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(list(adapter_parameters(eager).values()), lr=lr, weight_decay=0.0)
-    masks = TrainingWrapper(model).example_masks()
-    runtime = OrtTrainer(bundle.path, lr)
-    eager.train()
-    for batch in parity_batches(model, tokenizer, n=5):
-        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
-        got = runtime.step((*inputs, *masks))
-        loss = eager(*inputs).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        assert got == pytest.approx(loss.item(), rel=1e-3)
+    assert_ort_adamw_matches_eager(bundle, model, tokenizer, steps=5, rel=1e-3)
 
 
 def test_schedule_phases_apply_through_mask_inputs(lora_model, tmp_path):

@@ -7,9 +7,8 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
-from .conftest import parity_batches, tiny_with_adapters
+from .conftest import assert_ort_adamw_matches_eager, parity_batches, tiny_with_adapters
 
 pytest.importorskip("onnxruntime.training")
 
@@ -71,7 +70,6 @@ def test_backward_rebuilds_weights_and_trains_the_same(quant, tmp_path, monkeypa
 def test_row_blocks_rebuild_their_own_rows(quant, tmp_path):
     """A layer dequantised in row blocks: each block's backward rebuilds that block only, and the
     bundle trains as eager PyTorch does (int4 too: its fp16 scales go to ORT as fp32)."""
-    from mobile_peft.adapters import adapter_parameters
     from mobile_peft.quant import QuantLinear
 
     model, tokenizer = tiny_with_adapters("lora", quant=quant)
@@ -87,17 +85,4 @@ def test_row_blocks_rebuild_their_own_rows(quant, tmp_path):
     )
     assert forward == 0 and recomputed >= 3
 
-    lr = bundle.manifest["optimizer"]["lr"]
-    eager = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(list(adapter_parameters(eager).values()), lr=lr, weight_decay=0.0)
-    runtime = OrtTrainer(bundle.path, lr)
-    masks = TrainingWrapper(model).example_masks()
-    eager.train()
-    for batch in parity_batches(model, tokenizer, n=3):
-        inputs = (batch["pixel_values"], batch["input_ids"], batch["labels"])
-        got = runtime.step((*inputs, *masks))
-        loss = eager(*inputs).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        assert got == pytest.approx(loss.item(), rel=1e-4)
+    assert_ort_adamw_matches_eager(bundle, model, tokenizer, steps=3, rel=1e-4)
