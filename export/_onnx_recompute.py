@@ -10,14 +10,15 @@ int8/int4 values right before it, so the forward copy dies after the forward mat
 The copy is built in the *transposed* order, ``Mul(Cast(Transpose(q)), s[None, :])`` for int8,
 and the analogous unpacking for int4: the same multiplications on the same values, so the
 result is bitwise equal to ``Transpose(dequant(q))``, but no node in it equals a forward node.
-That matters because ORT's common-subexpression elimination (on at every optimisation level a
-phone uses) would otherwise merge a verbatim copy back into the forward chain. The int8/int4
+That matters because ORT's common-subexpression elimination (on from the basic optimisation
+level up, and the default is all) would otherwise merge a verbatim copy back into the forward chain. The int8/int4
 ``Transpose`` moves 1 byte (or half a byte) per weight instead of the 4 the fp32 one did.
 
-Shapes: ``q`` int8 ``[rows, in]`` or packed uint8 ``[rows, in / 2]``, ``s`` fp32 ``[rows]`` or
-fp16 ``[rows, in / group]``; the result is fp32 ``[in, rows]``. ``rows`` is a row block of the
-layer when it dequantises in blocks (``QuantLinear.row_blocks``): then ``q`` and ``s`` are the
-forward's own ``Slice`` outputs, which are integer (or small) and cheap to keep.
+Shapes: ``q`` int8 ``[rows, in]`` or packed uint8 ``[rows, in / 2]``, ``s`` ``[rows]`` or
+``[rows, in / group]`` (fp32 in the graph: the ONNX export stores int4's fp16 scales as fp32); the
+result is fp32 ``[in, rows]``. ``rows`` is a row block of the layer when it dequantises in blocks
+(``QuantLinear.row_blocks``): then ``q`` and ``s`` are the forward's own ``Slice`` outputs (or the
+``Split`` ORT fuses them into), which are integer (or small) and cheap to keep.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _transposed_dequant(graph: _Graph, weight: QuantizedWeight, q: str, s: str, 
     groups = weight.in_features // weight.group_size
     grouped = op("Reshape", [pairs, const("grouped", [groups, weight.group_size, -1], np.int64)], "Reshape")
     centred = op("Sub", [grouped, const("eight", 8.0, np.float32)], "SubOffset")
-    scales = op("Cast", [s], "CastScales", to=TensorProto.FLOAT)  # [rows, groups]
+    scales = op("Cast", [s], "CastScales", to=TensorProto.FLOAT)  # [rows, groups]; a no-op on fp32 scales
     scales = op("Unsqueeze", [op("Transpose", [scales], "TransposeScales", perm=[1, 0]), axis1], "UnsqueezeScales")
     scaled = op("Mul", [centred, scales], "MulScales")  # [groups, group, rows]
     return nodes, op("Reshape", [scaled, const("shape", [weight.in_features, -1], np.int64)], "ReshapeOut")
