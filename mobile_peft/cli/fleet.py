@@ -41,30 +41,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="Print the results as JSON.")
     s.set_defaults(run=run_simulate)
 
-    v = fsub.add_parser("serve", help="Run the fleet server (Flower) for phones to join over the network.")
+    v = fsub.add_parser("serve", help="Run a fleet server (a Flower SuperLink and one run of the fleet's apps) for phones to join.")
     v.add_argument("bundle", type=Path, help="The bundle every phone trains (the server reads its manifest).")
-    v.add_argument("--address", default="127.0.0.1:9092", help="host:port to listen on.")
+    v.add_argument("--address", default="127.0.0.1:9092", help="host:port the SuperLink listens on (plain HTTP: a trusted network).")
     v.add_argument("--clients", type=int, default=2, help="Wait for this many phones before round 1.")
+    v.add_argument("--wait-seconds", type=float, default=300.0, help="How long to wait for them to join and answer.")
     v.add_argument("--rounds", type=int, default=3)
     v.add_argument("--fraction", type=float, default=1.0)
     v.add_argument("--local-steps", type=int, default=5)
     v.add_argument("--rule", default="rank-aware")
     v.add_argument("--uniform-rank", type=int, default=None)
     v.add_argument("--round-timeout", type=float, default=120.0, help="Seconds to wait for replies; late ones are dropped.")
-    v.add_argument("--out", type=Path, default=None, help="Write the global adapter (PEFT format) and rounds.json here.")
+    v.add_argument("--out", type=Path, default=None,
+                   help="Write the global adapter (PEFT format) and rounds.json (rewritten after every round) here.")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--json", action="store_true")
     v.set_defaults(run=run_serve)
 
-    j = fsub.add_parser("join", help="Join a fleet server as one phone: train BUNDLE on local data each round.")
+    j = fsub.add_parser("join", help="Join a fleet server as one phone (a Flower SuperNode): train BUNDLE on local data each round.")
     j.add_argument("bundle", type=Path)
     j.add_argument("--data", required=True,
                    help="'fleet:<index>' (client <index> of the embedded non-IID digits fleet), 'digits:<task>' or a data folder.")
     j.add_argument("--server", default="127.0.0.1:9092", help="host:port of `mobile-peft fleet serve`.")
-    j.add_argument("--client", default=None, help="This phone's name (default: from --data).")
+    j.add_argument("--client", default=None, help="This phone's name, unique in the fleet (default: from --data).")
     j.add_argument("--tier", type=int, default=None, help="Device tier (index into the fleet's tiers; default: from --data).")
     j.add_argument("--tiers", default="2,4,6")
+    j.add_argument("--wait-seconds", type=float, default=60.0, help="How long to wait for the server to answer at all.")
+    j.add_argument("--linger-seconds", type=float, default=5.0,
+                   help="Leave once the server has been gone this long (it ends when its run is done).")
     j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--json", action="store_true")
     j.set_defaults(run=run_join)
 
 
@@ -125,7 +131,12 @@ def run_simulate(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from ..fleet.deploy import serve
 
-    summary = serve(args)
+    def on_round(r: dict) -> None:
+        if not args.json:
+            err_console.print(f"round {r['round']}: {r['accepted']}/{r['sampled']} accepted, {len(r['rejected'])} refused, "
+                              f"{len(r['failed'])} no reply", highlight=False)
+
+    summary = serve(args, on_round=on_round)
     if args.json:
         print_json(summary)
     else:
@@ -140,5 +151,11 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_join(args: argparse.Namespace) -> int:
     from ..fleet.deploy import join
 
-    join(args)
+    args.tiers = _ints(args.tiers, "--tiers")
+    summary = join(args)
+    if args.json:
+        print_json(summary)
+    else:
+        console.print(f"{summary['client']} left the fleet after {summary['seconds']:.0f} s "
+                      f"({summary['examples']} local examples)", highlight=False)
     return 0

@@ -5,8 +5,9 @@
   screening hostile updates, :mod:`.partition` -- non-IID digits clients and device ranks,
   :mod:`.server` -- the round logic: numpy and the core only;
 * :mod:`.client` -- a phone's local round on the on-device runtime (no torch);
-* :mod:`.apps` / :mod:`.simulate` / :mod:`.deploy` -- the Flower ``ServerApp`` / ``ClientApp``, on
-  the simulation engine or as real processes (the ``fleet`` extra: ``pip install 'mobile-peft[fleet]'``);
+* :mod:`.apps` / :mod:`.simulate` / :mod:`.deploy_apps` / :mod:`.deploy` -- the Flower ``ServerApp`` /
+  ``ClientApp``, on the simulation engine or as real processes (a SuperLink and SuperNodes; the
+  ``fleet`` extra: ``pip install 'mobile-peft[fleet]'``);
 * :mod:`.bench` -- the benchmark (``mobile-peft fleet simulate --bench``).
 
 Importing this package imports neither Flower nor a runtime library.

@@ -1,14 +1,19 @@
 """The Flower apps: a ``ServerApp`` running :class:`~.server.FleetServer` and a ``ClientApp`` whose
 training is :class:`~.client.LocalTrainer` (the on-device runtime on a bundle).
 
+One pair of apps for both transports: Flower's simulation engine (:mod:`.simulate`) builds them
+around a :class:`FleetSetup` in this process; a deployment (:mod:`.deploy`: a SuperLink, one
+SuperNode per phone, ``flwr run``) loads the same handlers from :mod:`.deploy_apps`, where each
+node says who it is through its ``--node-config`` and the run's settings come from the run config.
+
 Messages (Flower's records; arrays travel as ``ArrayRecord`` -- numpy's ``.npy`` bytes,
 ``allow_pickle=False`` -- never pickled objects):
 
 * ``query`` (server -> every node, once): reply ``ConfigRecord {"client", "ranks"}``: who the
   node is and the per-module ranks its device trains (its tier);
 * ``train``: ``ArrayRecord`` of the global slices at the client's ranks + ``ConfigRecord
-  {"ranks", "steps", "round"}``; reply: the trained slices, ``ConfigRecord {"client", "ranks"}``
-  (the ranks it actually trained) and ``MetricRecord {"examples", "loss"}``.
+  {"ranks", "steps", "round", "lr"}``; reply: the trained slices, ``ConfigRecord {"client",
+  "ranks"}`` (the ranks it actually trained) and ``MetricRecord {"examples", "loss"}``.
 
 Bytes per round are ``ArrayRecord.count_bytes()`` of what was sent and received.
 """
@@ -17,16 +22,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from mobile_peft.core.examples import VQAExample
+from mobile_peft.core.schedule import Ranks
+
 from .partition import PartitionConfig, client_data, client_ranks
 from .server import FleetServer, ServerConfig
 from .updates import Layout, Update, ranks_from_json, ranks_to_json
 
-__all__ = ["FaultPlan", "FleetSetup", "make_client_app", "make_server_app"]
+__all__ = ["FaultPlan", "FleetSetup", "Phone", "fleet_phone", "make_client_app", "make_server_app", "run_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +63,52 @@ class FleetSetup:
     n_clients: int
     initial: dict[str, np.ndarray] | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
-    client_index: int | None = None  # a real process (`fleet join`) knows its index itself
     wait_seconds: float = 300.0  # for the nodes to come up and answer the registration query
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def _trainer(setup: FleetSetup):  # noqa: ANN202
+@dataclass(frozen=True)
+class Phone:
+    """One node as its ``ClientApp`` sees itself: its name, the bundle it trains, its local
+    examples, the ranks its device trains, the base of its per-round seeds, and (simulation only)
+    the fault it is told to commit."""
+
+    name: str
+    bundle: str
+    examples: tuple[VQAExample, ...]
+    ranks: Ranks
+    seed: int = 0
+    fault: str | None = None
+    fault_rounds: tuple[int, ...] = ()
+    late_seconds: float = 5.0
+
+    def round_seed(self, round_: int) -> int:
+        return self.seed + round_ * 10_007
+
+
+def fleet_phone(setup: FleetSetup, index: int) -> Phone:
+    """Client ``index`` of the embedded non-IID digits fleet (:mod:`.partition`) on ``setup``."""
+    data = client_data(index, setup.partition)
+    ranks = client_ranks(_layout(setup.bundle), index, setup.partition)
+    fault = setup.faults.faults.get(index)
+    return Phone(str(index), setup.bundle, tuple(data.train), ranks, int(setup.partition.seed) * 1_000_003 + index,
+                 fault, setup.faults.rounds if fault else (), setup.faults.late_seconds)
+
+
+def _trainer(bundle: str):  # noqa: ANN202
     from mobile_peft.runtime.bundle import Bundle
 
     from .client import LocalTrainer
 
-    if setup.bundle not in _TRAINERS:
-        _TRAINERS[setup.bundle] = LocalTrainer(Bundle.open(setup.bundle))
-    return _TRAINERS[setup.bundle]
+    if bundle not in _TRAINERS:
+        _TRAINERS[bundle] = LocalTrainer(Bundle.open(bundle))
+    return _TRAINERS[bundle]
 
 
-def _layout(setup: FleetSetup) -> Layout:
+def _layout(bundle: str) -> Layout:
     from mobile_peft.runtime.bundle import Bundle
 
-    return Layout.from_trainable(Bundle.open(setup.bundle, verify=False).trainable)
-
-
-def _index(setup: FleetSetup, context: Any) -> int:
-    if setup.client_index is not None:
-        return setup.client_index
-    return int(context.node_config["partition-id"])
+    return Layout.from_trainable(Bundle.open(bundle, verify=False).trainable)
 
 
 def _arrays(record: Any) -> dict[str, np.ndarray]:
@@ -91,7 +121,7 @@ def _record(tensors: dict[str, np.ndarray]) -> Any:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in tensors.items()})
 
 
-def _apply_fault(kind: str, tensors: dict[str, np.ndarray], ranks: dict, layout: Layout, setup: FleetSetup):  # noqa: ANN202
+def _apply_fault(kind: str, tensors: dict[str, np.ndarray], ranks: dict, layout: Layout, late_seconds: float):  # noqa: ANN202
     tensors = {k: np.array(v) for k, v in tensors.items()}
     name = sorted(tensors)[0]
     if kind == "nan":
@@ -107,11 +137,12 @@ def _apply_fault(kind: str, tensors: dict[str, np.ndarray], ranks: dict, layout:
     elif kind == "crash":
         raise RuntimeError("injected fault: the client dropped out")
     elif kind == "late":
-        time.sleep(setup.faults.late_seconds)
+        time.sleep(late_seconds)
     return tensors, ranks
 
 
-def make_client_app(setup: FleetSetup):  # noqa: ANN201
+def make_client_app(phone_of: Callable[[Any], Phone]):  # noqa: ANN201
+    """The ``ClientApp``; ``phone_of(context)`` says which phone this node is."""
     from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
@@ -119,28 +150,28 @@ def make_client_app(setup: FleetSetup):  # noqa: ANN201
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
-        index = _index(setup, context)
-        ranks = client_ranks(_layout(setup), index, setup.partition)
-        return Message(RecordDict({"config": ConfigRecord({"client": str(index), "ranks": ranks_to_json(ranks)})}),
+        phone = phone_of(context)
+        return Message(RecordDict({"config": ConfigRecord({"client": phone.name, "ranks": ranks_to_json(phone.ranks)})}),
                        reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        index = _index(setup, context)
-        trainer = _trainer(setup)
+        phone = phone_of(context)
+        trainer = _trainer(phone.bundle)
         config = msg.content["config"]
+        round_ = int(config["round"])
         ranks = ranks_from_json(str(config["ranks"]))
-        data = client_data(index, setup.partition)
-        seed = int(setup.partition.seed) * 1_000_003 + int(config["round"]) * 10_007 + index
         lr = float(config["lr"]) if float(config["lr"]) > 0 else None
-        result = trainer.fit(_arrays(msg.content["arrays"]), ranks, data.train, int(config["steps"]), seed=seed, lr=lr)
+        result = trainer.fit(_arrays(msg.content["arrays"]), ranks, list(phone.examples), int(config["steps"]),
+                             seed=phone.round_seed(round_), lr=lr)
         tensors, ranks = result.tensors, result.ranks
-        if index in setup.faults.faults and int(config["round"]) in setup.faults.rounds:
-            tensors, ranks = _apply_fault(setup.faults.faults[index], tensors, ranks, trainer.layout, setup)
+        if phone.fault is not None and round_ in phone.fault_rounds:
+            tensors, ranks = _apply_fault(phone.fault, tensors, ranks, trainer.layout, phone.late_seconds)
         loss = float(np.mean(result.losses)) if result.losses else float("nan")
+        logger.info("round %d: %s trained %d steps, loss %.4f", round_, phone.name, int(config["steps"]), loss)
         return Message(RecordDict({
             "arrays": _record(tensors),
-            "config": ConfigRecord({"client": str(index), "ranks": ranks_to_json(ranks)}),
+            "config": ConfigRecord({"client": phone.name, "ranks": ranks_to_json(ranks)}),
             "metrics": MetricRecord({"examples": result.examples, "loss": loss}),
         }), reply_to=msg)
 
@@ -181,8 +212,12 @@ def _register_all(grid: Any, setup: FleetSetup) -> tuple[dict[str, int], dict[st
             continue
         try:
             client = str(reply.content["config"]["client"])
-            declared[client] = ranks_from_json(str(reply.content["config"]["ranks"]))
-            node_of[client] = reply.metadata.src_node_id
+            ranks = ranks_from_json(str(reply.content["config"]["ranks"]))
+            if client in node_of:  # two phones under one name: the first keeps it, the second takes no part
+                logger.warning("node %s registered as %r, which node %s already is; it takes no part (give each "
+                               "phone its own --client name)", reply.metadata.src_node_id, client, node_of[client])
+                continue
+            declared[client], node_of[client] = ranks, reply.metadata.src_node_id
         except Exception as exc:  # an unreadable registration: that node just does not take part
             logger.warning("node %s sent an unreadable registration (%s)", reply.metadata.src_node_id, exc)
     return node_of, declared
@@ -230,7 +265,7 @@ def run_server(grid: Any, setup: FleetSetup, on_round: Any = None) -> list[Fleet
 
     bundle = Bundle.open(setup.bundle)
     layout = Layout.from_trainable(bundle.trainable)
-    initial = setup.initial if setup.initial is not None else _trainer(setup).initial()
+    initial = setup.initial if setup.initial is not None else _trainer(setup.bundle).initial()
     node_of, declared = _register_all(grid, setup)
     setup.result["registered"] = len(node_of)
     setup.result["runs"] = []
@@ -253,6 +288,7 @@ def run_server(grid: Any, setup: FleetSetup, on_round: Any = None) -> list[Fleet
 
 
 def make_server_app(setup: FleetSetup, on_round: Any = None):  # noqa: ANN201
+    """The ``ServerApp`` of a simulation: :func:`run_server` on ``setup``."""
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
 

@@ -1,15 +1,20 @@
-"""``fleet serve`` / ``fleet join``: the fleet as real processes talking gRPC (Flower's
-``start_server`` / ``start_client`` transport).
+"""``fleet serve`` / ``fleet join``: the fleet as real processes on Flower's deployment engine.
 
-The round logic is the simulation's: the server process runs :class:`~.server.FleetServer`
-(sampling, per-client rank slices, screening, the aggregation rule) inside a Flower strategy, and
-each phone process trains with :class:`~.client.LocalTrainer` (the on-device runtime on the bundle).
-Flower's ``start_server`` drives rounds with a per-round timeout, so a phone that drops out or
-answers late costs the round nothing but its own update.
+``fleet serve BUNDLE --address HOST:PORT`` starts a SuperLink on that address (its Fleet and
+Control APIs share the port), writes a Flower App whose components are :mod:`.deploy_apps`'s
+``server_app`` and ``client_app`` -- the simulation's apps, with the run's settings in the run
+config -- submits it with ``flwr run``, follows the run until it finishes (printing each round as
+the ``ServerApp`` writes it to ``<out>/rounds.json``), then stops the SuperLink.
+``fleet join BUNDLE --data ... --server HOST:PORT`` starts one SuperNode whose ``--node-config``
+says which phone it is (:func:`~.deploy_apps.node_config`); its ``ClientApp`` trains the bundle
+with the on-device runtime. A phone stays while its SuperLink is up and leaves when it is gone.
 
-Over this transport the arrays travel as Flower ``Parameters`` -- a list of numpy ``.npy``
-buffers (``allow_pickle=False``) -- in the order of the tensor names sent beside them in the
-config. Bytes per round are the lengths of those buffers, both ways.
+Everything runs from this environment: the children find Flower's executables beside this
+Python, no app dependency is installed at run time (``--disable-runtime-dependency-installation``)
+and nothing is fetched. Flower's own state (its configuration, the FAB) lives in a temporary
+``FLWR_HOME`` per command. Transport: plain HTTP (``--insecure``), as the simulation's loopback;
+put a TLS terminating proxy in front, or Flower's own certificates, before it leaves a trusted LAN.
+Flower's log lines go to files in that directory, or to stderr with ``-v``.
 """
 
 from __future__ import annotations
@@ -17,199 +22,240 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import threading
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mobile_peft.core.datasets import load_dataset
 from mobile_peft.core.errors import ConfigError, MissingExtraError
 
-from .partition import PartitionConfig, client_data, client_ranks
-from .server import FleetServer, ServerConfig
-from .simulate import quiet_flower
-from .updates import Layout, Update, ranks_from_json, ranks_to_json
+from .server import ServerConfig
 
 __all__ = ["join", "serve"]
 
 logger = logging.getLogger(__name__)
 
+_CONNECTION = "fleet"
+_APP_TOML = """[project]
+name = "mobile-peft-fleet"
+version = "1.0.0"
+description = "mobile-peft fleet: rank-heterogeneous adapters aggregated from phones"
+license = "Apache-2.0"
 
-def _flower() -> Any:
+[tool.flwr.app]
+publisher = "mobile-peft"
+
+[tool.flwr.app.components]
+serverapp = "mobile_peft.fleet.deploy_apps:server_app"
+clientapp = "mobile_peft.fleet.deploy_apps:client_app"
+
+[tool.flwr.app.config]
+"""
+
+
+def _executable(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    if not path.is_file():
+        raise MissingExtraError("flwr", "fleet", f"`mobile-peft fleet` ({name} beside {sys.executable})")
+    return str(path)
+
+
+def _host_port(address: str, flag: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag} {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9092.")
+    return host.strip("[]"), int(port)
+
+
+def _reachable(host: str, port: int) -> bool:
     try:
-        import flwr.common as common
-    except ImportError:
-        raise MissingExtraError("flwr", "fleet", "`mobile-peft fleet serve/join`") from None
-    return common
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
-def _pack(tensors: dict[str, np.ndarray]) -> tuple[Any, str, int]:
-    common = _flower()
-    names = sorted(tensors)
-    params = common.ndarrays_to_parameters([np.ascontiguousarray(tensors[n]) for n in names])
-    return params, json.dumps(names), sum(len(t) for t in params.tensors)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _unpack(params: Any, names_json: str) -> tuple[dict[str, np.ndarray], int]:
-    common = _flower()
-    names = json.loads(names_json)
-    arrays = common.parameters_to_ndarrays(params)
-    if not isinstance(names, list) or len(names) != len(arrays):
-        raise ConfigError(f"{len(arrays)} arrays arrived with {names!r:.80} as their names.")
-    return dict(zip((str(n) for n in names), arrays)), sum(len(t) for t in params.tensors)
+class _Flower:
+    """Flower's executables run as children with a private ``FLWR_HOME`` and their logs in ``work``."""
 
+    def __init__(self, work: Path, verbose: bool) -> None:
+        self.work = work
+        self.verbose = verbose
+        self.children: list[subprocess.Popen] = []
+        self.env = dict(os.environ)
+        self.env["FLWR_HOME"] = str(work / "home")
+        # Flower starts its SuperExec, ServerApp and ClientApp processes by name: this environment's.
+        self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), self.env.get("PATH", "")])
+        self.env.setdefault("PYTHONWARNINGS", "ignore")
+        (work / "home").mkdir(parents=True, exist_ok=True)
 
-class _Strategy:
-    """A Flower strategy (``flwr.server.strategy.Strategy``) around :class:`FleetServer`."""
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = None if self.verbose else (self.work / f"{name}.log").open("ab")
+        child = subprocess.Popen([_executable(argv[0]), *argv[1:]], env=self.env, stdout=log or sys.stderr,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.children.append(child)
+        return child
 
-    def __init__(self, server: FleetServer, wait_for: int, timeout: float) -> None:
-        self.fleet = server
-        self.wait_for = wait_for
-        self.timeout = timeout
-        self.proxies: dict[str, Any] = {}
-        self.sent: dict[int, int] = {}
+    def call(self, argv: list[str], timeout: float = 120.0) -> dict[str, Any]:
+        """A ``flwr`` CLI command with ``--format json``; its JSON reply."""
+        done = subprocess.run([_executable("flwr"), *argv, "--format", "json"], env=self.env, capture_output=True,
+                              text=True, timeout=timeout, cwd=self.work)
+        try:
+            reply = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"`flwr {' '.join(argv)}` answered no JSON: {(done.stdout + done.stderr)[-800:]}") from None
+        if not reply.get("success", False):
+            raise RuntimeError(f"`flwr {' '.join(argv)}` failed: {reply.get('error-message', reply)}")
+        return reply
 
-    def initialize_parameters(self, client_manager: Any) -> Any:
-        return _flower().ndarrays_to_parameters([])
+    def log_tail(self, name: str, chars: int = 2000) -> str:
+        path = self.work / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.is_file() else "(run with -v to see Flower's log)"
 
-    def _register(self, client_manager: Any) -> None:
-        common = _flower()
-        client_manager.wait_for(self.wait_for, timeout=self.timeout)
-        for proxy in client_manager.all().values():
-            if proxy in self.proxies.values():
-                continue
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                try:
+                    os.killpg(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for child in self.children:
             try:
-                res = proxy.get_properties(common.GetPropertiesIns({}), timeout=self.timeout, group_id="register")
-                name = str(res.properties["client"])
-                self.fleet.register(name, ranks_from_json(str(res.properties["ranks"])))
-                self.proxies[name] = proxy
-            except Exception as exc:  # an unreadable registration: that phone takes no part
-                logger.warning("a phone sent an unreadable registration (%s)", exc)
-
-    def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list:
-        common = _flower()
-        self._register(client_manager)
-        out, down = [], 0
-        self.sampled = self.fleet.sample(server_round)
-        for name in self.sampled:
-            tensors, ranks = self.fleet.instructions(name)
-            params, names, size = _pack(tensors)
-            down += size
-            config = {"ranks": ranks_to_json(ranks), "names": names, "steps": self.fleet.config.local_steps,
-                      "round": server_round, "lr": float(self.fleet.config.lr or 0.0)}
-            out.append((self.proxies[name], common.FitIns(params, config)))
-        self.sent[server_round] = down
-        return out
-
-    def aggregate_fit(self, server_round: int, results: list, failures: list) -> tuple[Any, dict]:
-        by_proxy = {id(p): n for n, p in self.proxies.items()}
-        updates, failed, up = [], [], 0
-        for proxy, res in results:
-            name = by_proxy.get(id(proxy), str(proxy.cid))
-            try:
-                tensors, size = _unpack(res.parameters, str(res.metrics["names"]))
-                up += size
-                loss = float(res.metrics.get("loss", float("nan")))
-                updates.append(Update(name, tensors, ranks_from_json(str(res.metrics["ranks"])), res.num_examples,
-                                      {"loss": loss if np.isfinite(loss) else None}))
-            except Exception as exc:  # a malformed reply is refused like a malformed update
-                logger.warning("round %d: unreadable reply from %s (%s)", server_round, name, exc)
-                failed.append(name)
-        answered = {u.client for u in updates} | set(failed)
-        failed += [n for n in self.sampled if n not in answered]
-        self.fleet.finish_round(server_round, self.sampled, updates, failed, self.sent.get(server_round, 0), up)
-        return _flower().ndarrays_to_parameters([]), {}
-
-    def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list:
-        return []
-
-    def aggregate_evaluate(self, server_round: int, results: list, failures: list) -> tuple[None, dict]:
-        return None, {}
-
-    def evaluate(self, server_round: int, parameters: Any) -> None:
-        return None
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
 
 
-def serve(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the server until ``args.rounds`` rounds are done; returns the round reports."""
-    common = _flower()  # noqa: F841 - fails early with the extra's name
-    import flwr.server as fl_server
-    from flwr.server.strategy import Strategy
+def _app_dir(work: Path, run_config: dict[str, Any]) -> Path:
+    import tomli_w
 
-    from mobile_peft.runtime.adapter import write_adapter
+    app = work / "app"
+    app.mkdir(parents=True, exist_ok=True)
+    (app / "pyproject.toml").write_text(_APP_TOML + tomli_w.dumps(run_config))
+    return app
+
+
+def _follow(out: Path, seen: int, on_round: Callable[[dict[str, Any]], None] | None) -> int:
+    path = out / "rounds.json"
+    if on_round is None or not path.is_file():
+        return seen
+    try:
+        rounds = json.loads(path.read_text())["rounds"]
+    except (json.JSONDecodeError, KeyError):
+        return seen
+    for report in rounds[seen:]:
+        on_round(report)
+    return max(seen, len(rounds))
+
+
+def serve(args: argparse.Namespace, on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run a SuperLink and one fleet run on it until ``args.rounds`` rounds are done; the run's summary
+    (``rounds``: one report per round, ``registered``, ``seconds``, ``adapter_dir``)."""
     from mobile_peft.runtime.bundle import Bundle
 
-    from .client import LocalTrainer
+    from .deploy_apps import server_run_config
+    from .simulate import quiet_flower
 
     quiet_flower(getattr(args, "verbose", False))
-    bundle = Bundle.open(args.bundle)
-    layout = Layout.from_trainable(bundle.trainable)
+    host, port = _host_port(args.address, "--address")
+    Bundle.open(args.bundle)  # a bad bundle fails here, with its own message, before any process starts
+    if _reachable(host, port):
+        raise ConfigError(f"--address {args.address}: something already listens there; choose a free port.")
     config = ServerConfig(rule=args.rule, rounds=args.rounds, fraction=args.fraction, min_clients=min(2, args.clients),
                           local_steps=args.local_steps, uniform_rank=args.uniform_rank, round_timeout=args.round_timeout,
                           seed=args.seed)
-    fleet = FleetServer(layout, LocalTrainer(bundle).initial(), config)
-    # Flower's abstract Strategy is imported only here (the extra is optional): mix it in now.
-    strategy = type("FleetStrategy", (_Strategy, Strategy), {})(fleet, args.clients, args.round_timeout)
-    started = time.perf_counter()
-    fl_server.start_server(server_address=args.address, strategy=strategy,
-                           config=fl_server.ServerConfig(num_rounds=args.rounds, round_timeout=args.round_timeout))
-    summary: dict[str, Any] = {"rounds": [r.as_dict() for r in fleet.reports], "registered": len(fleet.clients),
-                               "seconds": round(time.perf_counter() - started, 2), "adapter_dir": None}
-    if args.out is not None:
-        masks = bundle.schedule.input_masks(layout.full_ranks())
-        summary["adapter_dir"] = str(write_adapter(bundle, fleet.params, masks, args.out))
-        (Path(args.out) / "rounds.json").write_text(json.dumps(summary, indent=1) + "\n")
+    with tempfile.TemporaryDirectory(prefix="mobile-peft-fleet-") as tmp:
+        work = Path(tmp)
+        out = Path(args.out) if args.out is not None else work / "result"
+        flower = _Flower(work, getattr(args, "verbose", False))
+        connect = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        (work / "home" / "config.toml").write_text(
+            f'[superlink]\ndefault = "{_CONNECTION}"\n\n[superlink.{_CONNECTION}]\n'
+            f'address = "{connect}:{port}"\ninsecure = true\n'
+        )
+        app = _app_dir(work, server_run_config(args.bundle, config, args.clients, out, args.out is not None,
+                                               args.wait_seconds))
+        try:
+            link = flower.start("superlink", ["flower-superlink", "--insecure", "--host", host, "--port", str(port),
+                                              "--disable-runtime-dependency-installation"])
+            deadline = time.monotonic() + 60
+            while not _reachable(host, port):
+                if link.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the SuperLink did not come up on {args.address}:\n{flower.log_tail('superlink')}")
+                time.sleep(0.2)
+            run_id = flower.call(["run", str(app), _CONNECTION])["run-id"]
+            logger.info("fleet run %s started on %s", run_id, args.address)
+            limit = args.wait_seconds + args.rounds * (args.round_timeout + 60) + 120
+            deadline, seen, status = time.monotonic() + limit, 0, ""
+            while True:
+                seen = _follow(out, seen, on_round)
+                (run,) = flower.call(["ls", "--run-id", str(run_id)])["runs"]
+                status = str(run["status"])
+                if status.startswith("finished"):
+                    break
+                if link.poll() is not None:
+                    raise RuntimeError(f"the SuperLink stopped during the run:\n{flower.log_tail('superlink')}")
+                if time.monotonic() > deadline:
+                    flower.call(["stop", str(run_id)])
+                    raise RuntimeError(f"fleet run {run_id} did not finish in {limit:.0f} s; stopped it.")
+                time.sleep(1.0)
+            _follow(out, seen, on_round)
+            if status != "finished:completed":
+                raise RuntimeError(f"fleet run {run_id} ended {status!r}:\n{flower.log_tail('superlink')}")
+            summary = json.loads((out / "rounds.json").read_text())
+        finally:
+            flower.stop()
+    if args.out is None:
+        summary["adapter_dir"] = None
     return summary
 
 
-def _local_data(args: argparse.Namespace, layout: Layout) -> tuple[str, list, dict]:
-    partition = PartitionConfig(tier_ranks=tuple(int(x) for x in args.tiers.split(",")), seed=args.seed)
-    kind, _, value = args.data.partition(":")
-    if kind == "fleet":
-        try:
-            index = int(value)
-        except ValueError:
-            raise ConfigError(f"--data {args.data!r}: expected fleet:<client index>, e.g. fleet:3.") from None
-        data = client_data(index, partition)
-        ranks = client_ranks(layout, index if args.tier is None else args.tier, partition)
-        return args.client or f"fleet-{index}", data.train, ranks
-    examples = load_dataset(args.data, "train", seed=args.seed)
-    ranks = client_ranks(layout, args.tier or 0, partition)
-    return args.client or args.data, examples, ranks
-
-
-def join(args: argparse.Namespace) -> None:
-    """Serve as one phone until the server ends the run."""
-    _flower()
-    from flwr.client import NumPyClient
-    from flwr.compat.client.app import start_client
-
-    from mobile_peft.runtime.bundle import Bundle
-
-    from .client import LocalTrainer
+def join(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve as one phone (a SuperNode) while the fleet's SuperLink is up; a summary when it leaves."""
+    from .deploy_apps import node_config, node_config_arg, phone_from_node_config
+    from .simulate import quiet_flower
 
     quiet_flower(getattr(args, "verbose", False))
-    trainer = LocalTrainer(Bundle.open(args.bundle))
-    name, examples, ranks = _local_data(args, trainer.layout)
-    lock = threading.Lock()
-
-    class Phone(NumPyClient):
-        def get_properties(self, config: dict) -> dict:
-            return {"client": name, "ranks": ranks_to_json(ranks)}
-
-        def fit(self, parameters: list, config: dict) -> tuple[list, int, dict]:
-            names = json.loads(str(config["names"]))
-            sent = ranks_from_json(str(config["ranks"]))
-            lr = float(config["lr"]) if float(config["lr"]) > 0 else None
-            with lock:
-                result = trainer.fit(dict(zip(names, parameters)), sent, examples, int(config["steps"]),
-                                     seed=int(config["round"]) * 10_007 + args.seed, lr=lr)
-            out = sorted(result.tensors)
-            loss = float(np.mean(result.losses)) if result.losses else float("nan")
-            logger.info("round %s: trained %d steps, loss %.4f", config["round"], int(config["steps"]), loss)
-            return [result.tensors[n] for n in out], result.examples, {
-                "names": json.dumps(out), "ranks": ranks_to_json(result.ranks), "loss": loss}
-
-    start_client(server_address=args.server, client=Phone().to_client(), insecure=True)
+    host, port = _host_port(args.server, "--server")
+    config = node_config(args.bundle, args.data, args.client, args.tier, tuple(args.tiers), args.seed)
+    phone = phone_from_node_config(config)  # as the ClientApp will read it: bad input fails now, clearly
+    argument = node_config_arg(config)
+    deadline = time.monotonic() + args.wait_seconds
+    while not _reachable(host, port):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"--server {args.server}: no fleet server answered in {args.wait_seconds:.0f} s; "
+                              "start `mobile-peft fleet serve` there first.")
+        time.sleep(0.5)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mobile-peft-phone-") as tmp:
+        flower = _Flower(Path(tmp), getattr(args, "verbose", False))
+        try:
+            node = flower.start("supernode", ["flower-supernode", "--insecure", "--superlink", f"{host}:{port}",
+                                              "--port", str(_free_port()), "--node-config", argument])
+            gone_since = None
+            while node.poll() is None:
+                if _reachable(host, port):
+                    gone_since = None
+                elif gone_since is None:
+                    gone_since = time.monotonic()
+                elif time.monotonic() - gone_since > args.linger_seconds:
+                    break  # the fleet server has ended: this phone leaves too
+                time.sleep(0.5)
+            if node.poll() is not None and node.returncode not in (0, -signal.SIGTERM):
+                raise RuntimeError(f"the SuperNode stopped ({node.returncode}):\n{flower.log_tail('supernode')}")
+        finally:
+            flower.stop()
+    return {"client": phone.name, "examples": len(phone.examples), "seconds": round(time.perf_counter() - started, 2)}

@@ -1,4 +1,4 @@
-"""The server's round logic, independent of the transport (Flower's simulation or gRPC).
+"""The server's round logic, independent of the engine (Flower's simulation or a SuperLink deployment).
 
 Per round: sample ``fraction`` of the registered clients (seeded), send each the prefix slices of
 the global adapter at *its* ranks (:func:`~.partition.client_ranks`: the server sends each client

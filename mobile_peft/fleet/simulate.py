@@ -13,7 +13,7 @@ from typing import Any
 
 from mobile_peft.core.errors import MissingExtraError
 
-from .apps import FleetSetup, make_client_app, make_server_app
+from .apps import FleetSetup, fleet_phone, make_client_app, make_server_app
 
 __all__ = ["quiet_flower", "run_simulation"]
 
@@ -49,7 +49,8 @@ def run_simulation(setup: FleetSetup, verbose: bool = False, cpus: int | None = 
         "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False,
                       "logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose},
     }
-    flower_run(make_server_app(setup, on_round), make_client_app(setup), num_supernodes=setup.n_clients,
+    client_app = make_client_app(lambda context: fleet_phone(setup, int(context.node_config["partition-id"])))
+    flower_run(make_server_app(setup, on_round), client_app, num_supernodes=setup.n_clients,
                backend_config=backend, verbose_logging=verbose)
     quiet_flower(verbose)  # Flower re-configures its logger on each run
     if len(setup.result.get("runs", [])) != len(setup.servers):

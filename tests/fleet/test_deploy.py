@@ -1,5 +1,6 @@
-"""`fleet serve` and two `fleet join` processes on loopback: two rounds, both phones' updates
-aggregated, the global adapter written, no Flower log line on the terminal."""
+"""`fleet serve` (a SuperLink running the fleet's ServerApp) and two `fleet join` processes (SuperNodes
+running its ClientApp) on loopback: two rounds, both phones' updates aggregated, the global adapter
+written, both phones leave when the server is done, no Flower log line on the terminal."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def test_serve_and_two_joins_on_loopback(fleet_bundle, tmp_path):
                 p.kill()
     assert server.returncode == 0, err[-2000:]
     summary = json.loads(out)
-    assert summary["registered"] == 2
+    assert summary["complete"] and summary["registered"] == 2
+    assert json.loads((tmp_path / "global" / "rounds.json").read_text())["rounds"] == summary["rounds"]
     assert [r["accepted"] for r in summary["rounds"]] == [2, 2]
     assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in summary["rounds"])
     params, masks = read_adapter(Bundle.open(fleet_bundle), tmp_path / "global")
