@@ -15,6 +15,7 @@ from pathlib import Path
 from ._ui import console, err_console, human_bytes, print_json, table
 
 RESULTS = Path("benchmarks/results/fleet.json")
+DEFAULT_METHODS = "rank-aware,fedavg,hetlora,flexlora"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,12 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fraction", type=float, default=0.1, help="Share of clients sampled per round.")
     s.add_argument("--local-steps", type=int, default=10, help="On-device steps per client per round.")
     s.add_argument("--personal-steps", type=int, default=10, help="Held-out clients' personalisation steps.")
-    s.add_argument("--methods", default="rank-aware,fedavg,hetlora,flexlora",
-                   help="Comma-separated aggregation rules (rank-aware, rank-aware-norebase, fedavg, hetlora, flexlora).")
+    s.add_argument("--methods", default=DEFAULT_METHODS,
+                   help="Comma-separated aggregation rules (rank-aware, rank-aware-norebase, fedavg, hetlora, flexlora), "
+                        "each optionally +spectral (the server's per-module rank schedule), e.g. rank-aware+spectral.")
+    s.add_argument("--validation", action="store_true",
+                   help="Score the validation clients (after the held-out ones) instead: for choosing settings.")
     s.add_argument("--uniform-rank", type=int, default=4, help="fedavg's rank on every module (default: the tiers' mean).")
     s.add_argument("--tiers", default="2,4,6", help="Device tiers' ranks (each module ±1 around its phone's tier).")
     s.add_argument("--lr", type=float, default=None, help="Local learning rate (default: the bundle's).")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seeds", default=None,
+                   help="Comma-separated seeds, one whole run each (clients, tiers, samples): mean ± SE and paired "
+                        "differences to fedavg (default: --seed).")
     s.add_argument("--out", type=Path, default=RESULTS, help="Results JSON (a .md table is written beside it).")
     s.add_argument("--smoke", action="store_true", help="Seconds-long settings (well-formed results, not a measurement).")
     s.add_argument("--json", action="store_true", help="Print the results as JSON.")
@@ -51,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--local-steps", type=int, default=5)
     v.add_argument("--rule", default="rank-aware")
     v.add_argument("--uniform-rank", type=int, default=None)
+    v.add_argument("--schedule", choices=("declared", "spectral"), default="declared",
+                   help="Ranks the phones train: their declared ones, or the server's per-module spectral schedule within them.")
     v.add_argument("--round-timeout", type=float, default=120.0, help="Seconds to wait for replies; late ones are dropped.")
     v.add_argument("--out", type=Path, default=None,
                    help="Write the global adapter (PEFT format) and rounds.json (rewritten after every round) here.")
@@ -84,13 +93,10 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from ..fleet.bench import FleetBenchConfig, markdown_table, run_fleet_bench, smoke_config
+    from ..fleet.bench import FleetBenchConfig, markdown_table, method_server, run_fleet_seeds, smoke_config
     from ..fleet.partition import PartitionConfig
-    from ..fleet.rules import get_rule
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    for m in methods:
-        get_rule(m)
     if args.smoke:
         config = smoke_config(str(Path("benchmarks/.cache")))
         config.methods = methods
@@ -99,21 +105,31 @@ def run_simulate(args: argparse.Namespace) -> int:
             clients=args.clients, heldout=args.heldout, rounds=args.rounds, fraction=args.fraction,
             local_steps=args.local_steps, personal_steps=args.personal_steps, methods=methods,
             uniform_rank=args.uniform_rank, lr=args.lr, seed=args.seed,
-            partition=PartitionConfig(tier_ranks=_ints(args.tiers, "--tiers"), seed=args.seed),
+            partition=PartitionConfig(tier_ranks=_ints(args.tiers, "--tiers"), seed=args.seed), validation=args.validation,
         )
+    for m in methods:
+        method_server(m, config)  # an unknown rule or schedule fails now, before any training
     done = {"n": 0}
     total = len(methods) * config.rounds
 
     def on_round(server, report) -> None:  # noqa: ANN001
         done["n"] += 1
         if not args.json:
-            err_console.print(f"[{done['n']}/{total}] {server.rule} round {report.round}: {len(report.accepted)} accepted, "
+            err_console.print(f"[{done['n']}/{total}] {server.rule}{'+' + server.schedule if server.schedule != 'declared' else ''} round {report.round}: {len(report.accepted)} accepted, "
                               f"{len(report.rejected)} refused, {len(report.failed)} no reply", highlight=False)
 
-    results = run_fleet_bench(config, bundle=args.bundle, verbose=args.verbose, on_round=on_round)
+    seeds = _ints(args.seeds, "--seeds") if args.seeds is not None else (args.seed,)
+    total *= len(seeds)
+    results = run_fleet_seeds(config, seeds, bundle=args.bundle, verbose=args.verbose, on_round=on_round)
     results["smoke"] = bool(args.smoke)
     command = "mobile-peft fleet simulate" + (" --smoke" if args.smoke else
                                               f" --clients {config.clients} --rounds {config.rounds} --fraction {config.fraction}")
+    if args.methods != DEFAULT_METHODS:
+        command += f" --methods {args.methods}"
+    if args.seeds is not None:
+        command += f" --seeds {args.seeds}"
+    if args.validation:
+        command += " --validation"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown_table(results, command))

@@ -25,16 +25,19 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mobile_peft.core.errors import ConfigError
+
 from .partition import PartitionConfig, client_data, client_ranks
+from .rules import get_rule
 from .server import ServerConfig
 
-__all__ = ["FleetBenchConfig", "markdown_table", "run_fleet_bench", "smoke_config"]
+__all__ = ["FleetBenchConfig", "markdown_table", "run_fleet_bench", "run_fleet_seeds", "smoke_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ METHODS = ("rank-aware", "fedavg", "hetlora", "flexlora")
 class FleetBenchConfig:
     clients: int = 100
     heldout: int = 20
+    validation: bool = False  # score the next ``heldout`` clients instead: for choosing settings
     rounds: int = 20
     fraction: float = 0.1
     local_steps: int = 10
@@ -74,6 +78,14 @@ def smoke_config(cache_dir: str) -> FleetBenchConfig:
     )
 
 
+def method_server(method: str, config: FleetBenchConfig) -> ServerConfig:
+    """A method is an aggregation rule, optionally ``+`` a rank schedule (``rank-aware+spectral``)."""
+    rule, _, schedule = method.partition("+")
+    return ServerConfig(rule=rule, rounds=config.rounds, fraction=config.fraction, local_steps=config.local_steps,
+                        lr=config.lr, uniform_rank=config.uniform_rank if get_rule(rule).uniform_ranks else None,
+                        schedule=schedule or "declared", seed=config.seed)
+
+
 def benchmark_bundle(config: FleetBenchConfig) -> Path:
     """The pre-trained tiny base + LoRA ``r_max``, exported as an onnx bundle (cached)."""
     from mobile_peft.bench.ranks import BenchConfig, pretrained_base
@@ -91,7 +103,10 @@ def benchmark_bundle(config: FleetBenchConfig) -> Path:
 
 
 def _heldout(config: FleetBenchConfig) -> list[Any]:
-    return [client_data(i, config.partition) for i in range(config.clients, config.clients + config.heldout)]
+    """The scored clients: the held-out block after the fleet's, or (``validation``) the block after
+    that -- settings are chosen there, and the held-out clients only fill the table."""
+    first = config.clients + (config.heldout if config.validation else 0)
+    return [client_data(i, config.partition) for i in range(first, first + config.heldout)]
 
 
 def _local_only(trainer: Any, initial: dict[str, np.ndarray], config: FleetBenchConfig, uniform: int | None) -> float:
@@ -129,26 +144,24 @@ def run_fleet_bench(config: FleetBenchConfig, bundle: str | Path | None = None, 
     bundle = Path(bundle) if bundle is not None else benchmark_bundle(config)
     trainer = LocalTrainer(Bundle.open(bundle))
     initial = trainer.initial()
-    servers = tuple(
-        ServerConfig(rule=m, rounds=config.rounds, fraction=config.fraction, local_steps=config.local_steps, lr=config.lr,
-                     uniform_rank=config.uniform_rank if m == "fedavg" else None, seed=config.seed)
-        for m in config.methods
-    )
+    servers = tuple(method_server(m, config) for m in config.methods)
     setup = FleetSetup(str(bundle), config.partition, servers, config.clients, initial=initial)
     simulated = time.perf_counter()
     result = run_simulation(setup, verbose=verbose, cpus=config.cpus, on_round=on_round)
     simulated = time.perf_counter() - simulated
     local_only: dict[int | None, float] = {}  # by uniform rank (None: the tiers' ranks)
     rows = []
-    for server, run in zip(servers, result["runs"]):
+    for method, server, run in zip(config.methods, servers, result["runs"]):
         uniform = server.uniform_rank
         if uniform not in local_only:
             local_only[uniform] = _local_only(trainer, initial, config, uniform)
         scores = {**_federated(trainer, run["params"], config, uniform), "local_only_accuracy": local_only[uniform]}
         rounds = run["rounds"]
+        tiers = "tiers " + "/".join(map(str, config.partition.tier_ranks))
         rows.append({
-            "method": server.rule,
-            "ranks": f"uniform {uniform}" if uniform is not None else "tiers " + "/".join(map(str, config.partition.tier_ranks)) + " ±1",
+            "method": method,
+            "ranks": (f"uniform {uniform}" if uniform is not None else
+                      tiers + (" budgets, spectral schedule" if server.schedule == "spectral" else " ±1")),
             **scores,
             "bytes_per_round": float(np.mean([r["bytes_down"] + r["bytes_up"] for r in rounds])),
             "rounds_lost": sum(1 for r in rounds if r["accepted"] == 0),
@@ -168,23 +181,100 @@ def run_fleet_bench(config: FleetBenchConfig, bundle: str | Path | None = None, 
     }
 
 
+SCORES = ("global_accuracy", "personalised_accuracy", "local_only_accuracy")
+
+
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else None)
+
+
+def run_fleet_seeds(config: FleetBenchConfig, seeds: tuple[int, ...], bundle: str | Path | None = None,
+                    verbose: bool = False, on_round: Any = None) -> dict[str, Any]:
+    """:func:`run_fleet_bench` once per seed (each seed draws its own clients, tiers and samples:
+    ``config.seed`` and the partition's seed both take it), and per method the mean and standard
+    error over seeds; ``paired``: each method minus ``fedavg`` (when run), seed by seed."""
+    if not seeds:
+        raise ConfigError("seeds: expected at least one, e.g. 0 or 0,1,2.")
+    start = time.perf_counter()
+    runs = []
+    for seed in seeds:
+        one = replace(config, seed=seed, partition=replace(config.partition, seed=seed))
+        runs.append(run_fleet_bench(one, bundle=bundle, verbose=verbose, on_round=on_round))
+    rows = []
+    for i, method in enumerate(config.methods):
+        per_seed = [run["rows"][i] for run in runs]
+        row = {"method": method, "ranks": per_seed[0]["ranks"], "seeds": list(seeds)}
+        for key in SCORES:
+            row[key], row[key + "_se"] = _mean_se([r[key] for r in per_seed])
+        row["bytes_per_round"] = float(np.mean([r["bytes_per_round"] for r in per_seed]))
+        for key in ("rounds_lost", "rejected", "failed"):
+            row[key] = int(sum(r[key] for r in per_seed))
+        row["wall_seconds"] = round(float(np.mean([r["wall_seconds"] for r in per_seed])), 1)
+        row["per_seed"] = [{"seed": seed, **{k: r[k] for k in SCORES}, "rounds": r["rounds"]}
+                           for seed, r in zip(seeds, per_seed)]
+        rows.append(row)
+    paired = []
+    if "fedavg" in config.methods:
+        base = config.methods.index("fedavg")
+        for i, method in enumerate(config.methods):
+            if i == base:
+                continue
+            entry: dict[str, Any] = {"method": method, "versus": "fedavg", "seeds": len(seeds)}
+            for key in ("global_accuracy", "personalised_accuracy"):
+                diffs = [run["rows"][i][key] - run["rows"][base][key] for run in runs]
+                entry[key + "_diff"], entry[key + "_diff_se"] = _mean_se(diffs)
+                entry[key + "_diffs"] = diffs
+            paired.append(entry)
+    return {
+        "benchmark": "fleet",
+        "complete": True,
+        "config": {**runs[0]["config"], "seeds": list(seeds)},
+        "registered_clients": runs[0]["registered_clients"],
+        "simulation_seconds": round(sum(r["simulation_seconds"] for r in runs), 1),
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "rows": rows,
+        "paired": paired,
+    }
+
+
+def _pct(mean: float, se: float | None) -> str:
+    return f"{100 * mean:.1f} %" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+
+def _points(paired: dict[str, Any], key: str) -> str:
+    se = paired[key + "_diff_se"]
+    return f"{100 * paired[key + '_diff']:+.1f}" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+
 def markdown_table(results: dict[str, Any], command: str) -> str:
     cfg = results["config"]
+    seeds = cfg.get("seeds", [cfg["seed"]])
+    scored = "validation" if cfg.get("validation") else "held-out"
     lines = [
         "# Fleet benchmark",
         "",
         f"`{command}` -- {cfg['clients']} clients ({results['registered_clients']} registered), "
         f"{cfg['fraction']:.0%} per round, {cfg['rounds']} rounds, {cfg['local_steps']} local steps, "
-        f"{cfg['heldout']} held-out clients, {cfg['personal_steps']} personalisation steps; "
-        f"whole run {results['total_seconds']:.0f} s.",
+        f"{cfg['heldout']} {scored} clients, {cfg['personal_steps']} personalisation steps, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; whole run {results['total_seconds']:.0f} s.",
         "",
-        "| method | ranks | global acc. (held-out) | personalised | local-only | bytes / round | rounds lost | wall s |",
+        (f"Accuracies: mean ± standard error over the {len(seeds)} seeds." if len(seeds) > 1 else "One seed."),
+        "",
+        f"| method | ranks | global acc. ({scored}) | personalised | local-only | bytes / round | rounds lost | wall s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
-            f"| {r['method']} | {r['ranks']} | {100 * r['global_accuracy']:.1f} % | {100 * r['personalised_accuracy']:.1f} % "
-            f"| {100 * r['local_only_accuracy']:.1f} % | {r['bytes_per_round'] / 1024:.1f} KiB | {r['rounds_lost']} "
-            f"| {r['wall_seconds']:.0f} |"
+            f"| {r['method']} | {r['ranks']} | {_pct(r['global_accuracy'], r.get('global_accuracy_se'))} "
+            f"| {_pct(r['personalised_accuracy'], r.get('personalised_accuracy_se'))} "
+            f"| {_pct(r['local_only_accuracy'], r.get('local_only_accuracy_se'))} | {r['bytes_per_round'] / 1024:.1f} KiB "
+            f"| {r['rounds_lost']} | {r['wall_seconds']:.0f} |"
         )
+    if results.get("paired"):
+        lines += ["", "Paired by seed, minus `fedavg` (points):", "",
+                  "| method | global acc. | personalised | per seed (global) |", "|---|---:|---:|---|"]
+        for p in results["paired"]:
+            per = ", ".join(f"{100 * d:+.1f}" for d in p["global_accuracy_diffs"])
+            lines.append(f"| {p['method']} | {_points(p, 'global_accuracy')} | {_points(p, 'personalised_accuracy')} | {per} |")
     return "\n".join(lines) + "\n"

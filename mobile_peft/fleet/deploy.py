@@ -176,7 +176,7 @@ def serve(args: argparse.Namespace, on_round: Callable[[dict[str, Any]], None] |
         raise ConfigError(f"--address {args.address}: something already listens there; choose a free port.")
     config = ServerConfig(rule=args.rule, rounds=args.rounds, fraction=args.fraction, min_clients=min(2, args.clients),
                           local_steps=args.local_steps, uniform_rank=args.uniform_rank, round_timeout=args.round_timeout,
-                          seed=args.seed)
+                          schedule=getattr(args, "schedule", "declared"), seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="mobile-peft-fleet-") as tmp:
         work = Path(tmp)
         out = Path(args.out) if args.out is not None else work / "result"

@@ -94,7 +94,7 @@ def server_run_config(bundle: str | Path, server: ServerConfig, clients: int, ou
     return {
         "bundle": str(Path(bundle).resolve()), "rule": server.rule, "rounds": server.rounds,
         "fraction": float(server.fraction), "min-clients": server.min_clients, "local-steps": server.local_steps,
-        "lr": float(server.lr or 0.0), "uniform-rank": -1 if server.uniform_rank is None else server.uniform_rank,
+        "lr": float(server.lr or 0.0), "uniform-rank": -1 if server.uniform_rank is None else server.uniform_rank, "schedule": server.schedule,
         "round-timeout": float(server.round_timeout), "seed": server.seed, "clients": clients,
         "wait-seconds": float(wait_seconds), "out": str(Path(out).resolve()), "adapter": bool(adapter),
     }
@@ -115,7 +115,8 @@ def _server_main(grid: Any, context: Any) -> None:
     server = ServerConfig(
         rule=str(cfg["rule"]), rounds=int(cfg["rounds"]), fraction=float(cfg["fraction"]),
         min_clients=int(cfg["min-clients"]), local_steps=int(cfg["local-steps"]), lr=float(cfg["lr"]) or None,
-        uniform_rank=None if uniform < 0 else uniform, round_timeout=float(cfg["round-timeout"]), seed=int(cfg["seed"]),
+        uniform_rank=None if uniform < 0 else uniform, round_timeout=float(cfg["round-timeout"]),
+        schedule=str(cfg["schedule"]), seed=int(cfg["seed"]),
     )
     out = Path(str(cfg["out"]))
     out.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ from mobile_peft.core.registry import Registry
 
 from .updates import Layout, Update
 
-__all__ = ["RULES", "AggregationRule", "get_rule", "refactor"]
+__all__ = ["RULES", "AggregationRule", "factored_svd", "get_rule", "refactor"]
 
 _NULL = 1e-6  # singular values below this share of the largest (or exactly 0) count as "no energy"
 
@@ -92,11 +92,7 @@ def refactor(
     ``down`` rows and zero ``up`` columns. Shapes: ``down`` ``[r_max, fan_in]``, ``up`` ``[fan_out, r_max]``."""
     r_max, fan_in = down.shape
     if product is None:
-        # Exact and cheap: up @ down = Qu (Ru Rd^T) Qd^T with thin QRs of up and down^T.
-        qu, ru = np.linalg.qr(up.astype(np.float64))
-        qd, rd = np.linalg.qr(down.T.astype(np.float64))
-        u, s, vt = np.linalg.svd(ru @ rd.T)
-        u, vt = qu @ u, vt @ qd.T
+        u, s, vt = factored_svd(up, down)
     else:
         u, s, vt = np.linalg.svd(product.astype(np.float64), full_matrices=False)
         u, s, vt = u[:, :r_max], s[:r_max], vt[:r_max]
@@ -112,6 +108,15 @@ def refactor(
         new_down[null] = grow_init(rng, null.size, fan_in)
         new_up[:, null] = 0.0
     return new_down.astype(np.float32), new_up.astype(np.float32)
+
+
+def factored_svd(up: np.ndarray, down: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thin SVD of ``up @ down`` (``[out, k] @ [k, in]``) without forming it, exact and cheap:
+    ``up @ down = Qu (Ru Rd^T) Qd^T`` with thin QRs of ``up`` and ``down^T``; ``k`` singular values."""
+    qu, ru = np.linalg.qr(up.astype(np.float64))
+    qd, rd = np.linalg.qr(down.T.astype(np.float64))
+    u, s, vt = np.linalg.svd(ru @ rd.T)
+    return qu @ u, s, vt @ qd.T
 
 
 def _weights(updates: Sequence[Update]) -> np.ndarray:

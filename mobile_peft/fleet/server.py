@@ -1,8 +1,9 @@
 """The server's round logic, independent of the engine (Flower's simulation or a SuperLink deployment).
 
 Per round: sample ``fraction`` of the registered clients (seeded), send each the prefix slices of
-the global adapter at *its* ranks (:func:`~.partition.client_ranks`: the server sends each client
-its rank schedule; ``uniform`` for the FedAvg baseline), collect replies until the round's timeout,
+the global adapter at the ranks the server assigns it (the ranks its device declared, uniform ones
+for the FedAvg baseline, or :mod:`.schedule`'s per-module schedule within the declared ranks'
+parameters), collect replies until the round's timeout,
 screen them (:mod:`.robust`), aggregate the accepted ones with the rule (:mod:`.rules`). A round
 with no accepted update keeps the global adapter (nothing is lost, the next round retries); a
 client that failed, dropped or answered late is recorded, never waited for past the timeout.
@@ -22,6 +23,7 @@ from mobile_peft.core.schedule import Ranks
 
 from .robust import Rejection, ScreenConfig, screen_updates
 from .rules import get_rule
+from .schedule import SCHEDULES, SpectralSchedule
 from .updates import Layout, Update
 
 __all__ = ["FleetServer", "RoundReport", "ServerConfig"]
@@ -38,6 +40,7 @@ class ServerConfig:
     local_steps: int = 10
     lr: float | None = None
     uniform_rank: int | None = None  # every client trains this rank (FedAvg's setting)
+    schedule: str = "declared"  # or "spectral": see .schedule
     round_timeout: float = 600.0
     seed: int = 0
     screen: ScreenConfig = field(default_factory=ScreenConfig)
@@ -52,6 +55,11 @@ class ServerConfig:
             raise ConfigError(f"local_steps={self.local_steps}; expected >= 1.")
         if self.min_clients < 1:
             raise ConfigError(f"min_clients={self.min_clients}; expected >= 1.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r}; expected one of {SCHEDULES}.")
+        if self.schedule != "declared" and (self.uniform_rank is not None or get_rule(self.rule).uniform_ranks):
+            raise ConfigError(f"schedule {self.schedule!r} moves ranks between modules; rule {self.rule!r} with a uniform "
+                              "rank cannot follow it. Use --schedule declared, or the rank-aware rule.")
         if get_rule(self.rule).uniform_ranks and self.uniform_rank is None:
             raise ConfigError(f"rule {self.rule!r} averages equal-rank LoRA; give it a uniform rank (--uniform-rank).")
 
@@ -91,14 +99,17 @@ class FleetServer:
         self.config = config
         self.rule = get_rule(config.rule)
         self.params = {k: np.array(v, dtype=np.float32) for k, v in initial.items()}
-        self.clients: dict[str, Ranks] = {}  # registered client -> the ranks the server assigns it
+        self.declared: dict[str, Ranks] = {}  # registered client -> the ranks its device declared
+        self.clients: dict[str, Ranks] = {}  # registered client -> the ranks the server assigns it next
         self.reports: list[RoundReport] = []
+        self.schedule = SpectralSchedule(layout) if config.schedule == "spectral" else None
 
     def register(self, client: str, ranks: Ranks) -> None:
         """A client joins with its device's ranks (ignored when the rule trains a uniform rank)."""
         if self.config.uniform_rank is not None:
             ranks = self.layout.uniform_ranks(self.config.uniform_rank)
-        self.clients[client] = ranks
+        self.declared[client] = ranks
+        self.clients[client] = self.schedule.ranks(ranks) if self.schedule is not None else ranks
 
     def sample(self, round_: int) -> list[str]:
         names = sorted(self.clients)
@@ -123,7 +134,10 @@ class FleetServer:
         rejected += [Rejection(u.client, "was not sampled this round") for u in foreign]
         if accepted:
             rng = np.random.default_rng([self.config.seed, round_, 7])
-            self.params = self.rule.aggregate(self.layout, self.params, accepted, rng)
+            before, self.params = self.params, self.rule.aggregate(self.layout, self.params, accepted, rng)
+            if self.schedule is not None:
+                self.schedule.observe(before, self.params)
+                self.clients = {c: self.schedule.ranks(r) for c, r in self.declared.items()}
         losses = [u.metrics["loss"] for u in accepted if u.metrics.get("loss") is not None]
         report = RoundReport(
             round_, sampled, [u.client for u in accepted], rejected, failed, bytes_down, bytes_up,

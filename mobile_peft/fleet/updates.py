@@ -93,13 +93,14 @@ class Layout:
                 out[up][:, :r] = sliced[up]
         return out
 
+    def params_per_rank(self, key: tuple[str, str]) -> int:
+        """Parameters one rank of a slot adds: a down row (``fan_in``) and an up column (``fan_out``)."""
+        pair = self.pairs[key]
+        return int(pair[ROLE_DOWN].shape[1] + pair[ROLE_UP].shape[0])
+
     def payload_bytes(self, ranks: Ranks) -> int:
         """float32 bytes of the slices a client of ``ranks`` sends (or receives)."""
-        total = 0
-        for key, pair in self.pairs.items():
-            r = self.rank(ranks, key)
-            total += 4 * r * (pair[ROLE_DOWN].shape[1] + pair[ROLE_UP].shape[0])
-        return total
+        return sum(4 * self.rank(ranks, key) * self.params_per_rank(key) for key in self.pairs)
 
 
 @dataclass
