@@ -20,6 +20,7 @@ Bytes per round are ``ArrayRecord.count_bytes()`` of what was sent and received.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -105,6 +106,7 @@ def _trainer(bundle: str):  # noqa: ANN202
     return _TRAINERS[bundle]
 
 
+@functools.lru_cache(maxsize=8)
 def _layout(bundle: str) -> Layout:
     from mobile_peft.runtime.bundle import Bundle
 

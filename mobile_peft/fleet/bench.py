@@ -8,11 +8,16 @@ Protocol (fixed before any result was seen):
   the on-device runtime;
 * clients: ``clients`` non-IID digits clients (:mod:`.partition`: a task each, a few digit
   classes each, a device tier each); ``heldout`` more clients of the same generator never train
-  in the federation;
+  in the federation and fill the table; the ``heldout`` clients after those are the validation
+  clients (``validation=True`` scores them instead), where settings are chosen;
 * methods, one after the other on the same Flower simulation, same rounds / fraction / local
   steps / seeds: ``rank-aware`` (ours), ``hetlora``, ``flexlora`` on the tiers' per-module ranks,
   and ``fedavg`` with every client at ``uniform_rank`` -- the tiers' mean, so both send the same
-  bytes in expectation (the table reports the measured bytes);
+  bytes in expectation (the table reports the measured bytes); a method may add the server's rank
+  schedule (``rank-aware+spectral``, :mod:`.schedule`);
+* seeds (:func:`run_fleet_seeds`): each seed is a whole run with its own clients, tiers and
+  samples; per method the mean and standard error over seeds, and each method minus ``fedavg``
+  paired by seed;
 * metrics on the held-out clients at their own ranks (uniform for fedavg): global accuracy (the
   final global adapter on their eval images), personalised accuracy (``personal_steps`` local steps
   from the global adapter, then eval), local-only accuracy (the same steps from the bundle's
