@@ -20,6 +20,7 @@ Flower's log lines go to files in that directory, or to stderr with ``-v``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ class _Flower:
         self.work = work
         self.verbose = verbose
         self.children: list[subprocess.Popen] = []
+        self.logs: list[Any] = []
         self.env = dict(os.environ)
         self.env["FLWR_HOME"] = str(work / "home")
         # Flower starts its SuperExec, ServerApp and ClientApp processes by name: this environment's.
@@ -103,6 +105,8 @@ class _Flower:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = None if self.verbose else (self.work / f"{name}.log").open("ab")
+        if log is not None:
+            self.logs.append(log)
         child = subprocess.Popen([_executable(argv[0]), *argv[1:]], env=self.env, stdout=log or sys.stderr,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.children.append(child)
@@ -135,8 +139,11 @@ class _Flower:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+        for log in self.logs:
+            log.close()
 
 
 def _app_dir(work: Path, run_config: dict[str, Any]) -> Path:
