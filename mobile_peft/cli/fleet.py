@@ -109,8 +109,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
     for m in methods:
         method_server(m, config)  # an unknown rule or schedule fails now, before any training
+    seeds = _ints(args.seeds, "--seeds") if args.seeds is not None else (args.seed,)
     done = {"n": 0}
-    total = len(methods) * config.rounds
+    total = len(methods) * config.rounds * len(seeds)
 
     def on_round(server, report) -> None:  # noqa: ANN001
         done["n"] += 1
@@ -118,8 +119,6 @@ def run_simulate(args: argparse.Namespace) -> int:
             err_console.print(f"[{done['n']}/{total}] {server.rule}{'+' + server.schedule if server.schedule != 'declared' else ''} round {report.round}: {len(report.accepted)} accepted, "
                               f"{len(report.rejected)} refused, {len(report.failed)} no reply", highlight=False)
 
-    seeds = _ints(args.seeds, "--seeds") if args.seeds is not None else (args.seed,)
-    total *= len(seeds)
     results = run_fleet_seeds(config, seeds, bundle=args.bundle, verbose=args.verbose, on_round=on_round)
     results["smoke"] = bool(args.smoke)
     command = "mobile-peft fleet simulate" + (" --smoke" if args.smoke else

@@ -20,6 +20,7 @@ Bytes per round are ``ArrayRecord.count_bytes()`` of what was sent and received.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -36,7 +37,7 @@ from .partition import PartitionConfig, client_data, client_ranks
 from .server import FleetServer, ServerConfig
 from .updates import Layout, Update, ranks_from_json, ranks_to_json
 
-__all__ = ["FaultPlan", "FleetSetup", "Phone", "fleet_phone", "make_client_app", "make_server_app", "run_server"]
+__all__ = ["FaultPlan", "FleetSetup", "Phone", "fleet_phone", "partition_phone", "make_client_app", "make_server_app", "run_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +88,21 @@ class Phone:
         return self.seed + round_ * 10_007
 
 
+def partition_phone(bundle: str, partition: PartitionConfig, index: int, name: str, tier: int | None = None) -> Phone:
+    """Client ``index`` of the embedded non-IID digits fleet (:mod:`.partition`): its train
+    examples, its tier's ranks (or tier ``tier``'s), and its seeds."""
+    data = client_data(index, partition)
+    ranks = client_ranks(_layout(bundle), index if tier is None else tier, partition)
+    return Phone(name, bundle, tuple(data.train), ranks, int(partition.seed) * 1_000_003 + index)
+
+
 def fleet_phone(setup: FleetSetup, index: int) -> Phone:
-    """Client ``index`` of the embedded non-IID digits fleet (:mod:`.partition`) on ``setup``."""
-    data = client_data(index, setup.partition)
-    ranks = client_ranks(_layout(setup.bundle), index, setup.partition)
+    """Client ``index`` of ``setup``'s simulated fleet, with the fault it is told to commit."""
+    phone = partition_phone(setup.bundle, setup.partition, index, str(index))
     fault = setup.faults.faults.get(index)
-    return Phone(str(index), setup.bundle, tuple(data.train), ranks, int(setup.partition.seed) * 1_000_003 + index,
-                 fault, setup.faults.rounds if fault else (), setup.faults.late_seconds)
+    if fault is None:
+        return phone
+    return dataclasses.replace(phone, fault=fault, fault_rounds=setup.faults.rounds, late_seconds=setup.faults.late_seconds)
 
 
 def _trainer(bundle: str):  # noqa: ANN202

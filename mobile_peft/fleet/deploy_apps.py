@@ -25,8 +25,8 @@ from typing import Any
 from mobile_peft.core.datasets import load_dataset
 from mobile_peft.core.errors import ConfigError
 
-from .apps import FleetSetup, Phone, make_client_app, run_server
-from .partition import PartitionConfig, client_data, client_ranks
+from .apps import FleetSetup, Phone, make_client_app, partition_phone, run_server
+from .partition import PartitionConfig, client_ranks
 from .server import ServerConfig
 from .updates import Layout
 
@@ -57,9 +57,6 @@ def node_config_arg(config: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _phone(bundle: str, data: str, client: str, tier: int, tiers: str, seed: int) -> Phone:
-    from mobile_peft.runtime.bundle import Bundle
-
-    layout = Layout.from_trainable(Bundle.open(bundle, verify=False).trainable)
     try:
         tier_ranks = tuple(int(x) for x in tiers.split(",") if x.strip())
     except ValueError:
@@ -71,9 +68,10 @@ def _phone(bundle: str, data: str, client: str, tier: int, tiers: str, seed: int
             index = int(value)
         except ValueError:
             raise ConfigError(f"--data {data!r}: expected fleet:<client index>, e.g. fleet:3.") from None
-        examples = client_data(index, partition).train
-        ranks = client_ranks(layout, index if tier < 0 else tier, partition)
-        return Phone(client or f"fleet-{index}", bundle, tuple(examples), ranks, seed * 1_000_003 + index)
+        return partition_phone(bundle, partition, index, client or f"fleet-{index}", None if tier < 0 else tier)
+    from mobile_peft.runtime.bundle import Bundle
+
+    layout = Layout.from_trainable(Bundle.open(bundle, verify=False).trainable)
     examples = load_dataset(data, "train", seed=seed)
     ranks = client_ranks(layout, max(tier, 0), partition)
     return Phone(client or data, bundle, tuple(examples), ranks, seed * 1_000_003)

@@ -62,6 +62,7 @@ class SpectralSchedule:
     layout: Layout
     decay: float = 0.5
     spectra: dict = field(default_factory=dict)  # slot -> EMA of the round change's sigma^2
+    _by_budget: dict = field(default_factory=dict, repr=False)  # budget -> ranks, for the current spectra
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.decay < 1.0:
@@ -71,6 +72,7 @@ class SpectralSchedule:
         for key, s in round_change_spectra(self.layout, before, after).items():
             old = self.spectra.get(key)
             self.spectra[key] = s if old is None else self.decay * old + (1.0 - self.decay) * s
+        self._by_budget = {}
 
     def ranks(self, declared: Ranks) -> Ranks:
         """A phone's next ranks within the parameter budget of its ``declared`` ranks."""
@@ -78,11 +80,17 @@ class SpectralSchedule:
             return declared
         slots = self.layout.slots
         budget = sum(self.layout.rank(declared, k) * self.layout.params_per_rank(k) for k in slots)
+        if sum(min(1, self.layout.r_max(k)) * self.layout.params_per_rank(k) for k in slots) > budget:
+            return declared  # a phone below rank 1 everywhere keeps its own ranks
+        if budget not in self._by_budget:  # only the budget matters: phones of one tier share the plan
+            self._by_budget[budget] = self._plan(budget)
+        return self._by_budget[budget]
+
+    def _plan(self, budget: int) -> Ranks:
+        slots = self.layout.slots
         costs = {_unit(k): (self.layout.r_max(k), self.layout.params_per_rank(k)) for k in slots}
         gains = {_unit(k): (lambda r, s=self.spectra[k]: float(s[r]) if r < s.size else 0.0) for k in slots}
         start = {_unit(k): min(1, self.layout.r_max(k)) for k in slots}
-        if sum(start[u] * costs[u][1] for u in costs) > budget:  # a phone below rank 1 everywhere keeps its own
-            return declared
         chosen = greedy_fill(gains, costs, budget, start)
         out: Ranks = {}
         for key in slots:
