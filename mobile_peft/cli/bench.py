@@ -31,7 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tasks", default=None, help="Comma list of digits tasks (default: next-digit,rotated,parity)."
     )
     p.add_argument("--seeds", type=int, default=None, help="Number of seeds (default 3).")
-    p.add_argument("--steps", type=int, default=None, help="Fine-tuning steps per run (default 40).")
+    p.add_argument("--steps", type=int, default=None, help="Fine-tuning steps per run (ranks default 240; smollm2-vlm 60).")
+    p.add_argument(
+        "--methods", default=None,
+        help="ranks: comma list of allocators to run, 'full' for full fine-tuning (default: every one).",
+    )
     p.add_argument(
         "--threads", type=int, default=2, help="torch threads (the benchmark is specified on 2 cores)."
     )
@@ -39,6 +43,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--hydra-ridge",
         default=None,
         help="hydra-rank performance-model ridge: a positive number, or 'loo' to choose it by leave-one-out over the probes (default: the allocator's, 1.0).",
+    )
+    p.add_argument(
+        "--hydra-option", action="append", default=[], metavar="KEY=VALUE",
+        help="ranks: a hydra-rank setting for this run (repeatable; e.g. reallocate_every=0, probe_steps=16; "
+        "values are JSON).",
+    )
+    p.add_argument(
+        "--validation", type=int, default=None, metavar="N",
+        help="ranks: score on the last N training examples (held out from training) instead of the eval split -- "
+        "for choosing settings; writes <name>-validation.",
     )
     p.add_argument("--name", default=None, help="Results file stem (default: ranks).")
     p.add_argument("--smoke", action="store_true", help="A seconds-long version (what the test suite runs).")
@@ -95,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_preset_ranks(args)
     config = smoke_config(args.cache) if args.smoke else BenchConfig(cache_dir=args.cache)
     _override_ranks(config, args)
-    name = args.name or ("ranks-smoke" if args.smoke else "ranks")
+    name = args.name or ("ranks-smoke" if args.smoke else "ranks") + ("-validation" if args.validation else "")
     return _run_and_write(run_rank_bench, config, args, name)
 
 
@@ -107,10 +121,20 @@ def _override_ranks(config: Any, args: argparse.Namespace) -> None:
         config.seeds = tuple(range(args.seeds))
     if args.steps:
         config.steps = args.steps
+    if args.methods:
+        chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if "full" in chosen and not config.full:
+            raise ConfigError(f"--methods full: this benchmark ({type(config).__name__}) has no full fine-tuning row.")
+        config.full = "full" in chosen
+        config.allocators = tuple(m for m in chosen if m != "full")
     if getattr(args, "adapters", None):
         config.adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip())
     if args.hydra_ridge is not None:
         config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
+    for option in args.hydra_option:
+        config.hydra_rank = {**config.hydra_rank, **_hydra_option(option)}
+    if args.validation:
+        config.validation = args.validation
 
 
 def _run_and_write(bench: Any, config: Any, args: argparse.Namespace, name: str) -> int:
@@ -142,9 +166,28 @@ def _run_preset_ranks(args: argparse.Namespace) -> int:
 
     config = preset_smoke_config(args.cache, args.preset) if args.smoke else PresetBenchConfig(preset=args.preset, cache_dir=args.cache)
     _override_ranks(config, args)
-    name = args.name or f"ranks-{source_label(args.preset).removesuffix('-vlm')}" + ("-smoke" if args.smoke else "")
+    name = args.name or f"ranks-{source_label(args.preset).removesuffix('-vlm')}" + ("-smoke" if args.smoke else "") + (
+        "-validation" if args.validation else ""
+    )
     err_console.print(f"aligning {args.preset} (or reading the cached alignment from {args.cache}) ...", highlight=False)
     return _run_and_write(run_preset_rank_bench, config, args, name)
+
+
+def _hydra_option(text: str) -> dict[str, Any]:
+    """``KEY=VALUE`` (VALUE as JSON, else a string) checked against hydra-rank's settings."""
+    from dataclasses import fields
+
+    from ..allocators.hydra_rank import HydraRankConfig
+
+    key, sep, value = text.partition("=")
+    known = sorted(f.name for f in fields(HydraRankConfig))
+    if not sep or key.strip() not in known:
+        raise ConfigError(f"--hydra-option {text!r}; expected KEY=VALUE with KEY one of {', '.join(known)}.")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return {key.strip(): parsed}
 
 
 def _ridge(text: str) -> float | None:

@@ -57,3 +57,19 @@ class VQADataset(Dataset):
                 self._pixels[index] = pixels
         input_ids, labels = self._text[index]
         return {"pixel_values": pixels, "input_ids": input_ids, "labels": labels}
+
+    def split_tail(self, n: int) -> tuple[VQADataset, VQADataset]:
+        """``(all but the last n examples, the last n)``: a validation cut of a training split that
+        shares this dataset's encodings (the eval split stays untouched for the table)."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < len(self):
+            raise ValueError(f"validation cut of {n!r} examples from {len(self)}; expected 1..{len(self) - 1}.")
+        cut = len(self) - n
+        return self._subset(range(cut)), self._subset(range(cut, len(self)))
+
+    def _subset(self, indices: range) -> VQADataset:
+        part = object.__new__(VQADataset)
+        part.examples = [self.examples[i] for i in indices]
+        part.spec, part.cache_images = self.spec, self.cache_images
+        part._text = [self._text[i] for i in indices]
+        part._pixels = {j: self._pixels[i] for j, i in enumerate(indices) if i in self._pixels}
+        return part

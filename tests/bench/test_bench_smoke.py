@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from mobile_peft.bench import run_rank_bench, smoke_config
 from mobile_peft.cli import main
@@ -148,3 +149,59 @@ def test_levers_bench_smoke(tmp_path):
     assert row["step_ms"] > 0 and row["eager_ms"] > 0 and row["ratio_vs_eager"] > 0 and row["export_s"] > 0
     assert row["profile"]["ops"] and row["profile"]["kernels_ms"] > 0
     assert "xnnpack+rewrites" in (out / "levers-smoke.md").read_text()
+
+
+def test_validation_run_scores_a_cut_of_the_training_split(tmp_path, monkeypatch):
+    """``--validation N``: the run trains on all but the last N training examples and is scored
+    on those N, never on the eval split (settings are chosen on it; the table says so)."""
+    import mobile_peft.bench.ranks as ranks
+    from mobile_peft.bench import write_results
+
+    seen = []
+    real = ranks._one_run
+    monkeypatch.setattr(ranks, "_one_run", lambda c, b, data, *a: seen.append(data) or real(c, b, data, *a))
+    config = replace(smoke_config(str(tmp_path / "cache")), allocators=("uniform",), adapters=("lora",), full=False, validation=12)
+    results = run_rank_bench(config)
+    train_ds, scored = seen[0]
+    assert len(scored) == 12 and len(train_ds) == config.train_limit - 12
+    assert {id(e) for e in scored.examples}.isdisjoint(id(e) for e in train_ds.examples)
+    assert results["config"]["validation"] == 12
+    _, table = write_results(results, tmp_path, "mobile-peft bench ranks --validation 12", name="v")
+    assert "VALIDATION run" in table.read_text()
+
+
+def test_split_tail_shares_encodings_and_refuses_bad_sizes():
+    from mobile_peft.core.digits import load_digits_task
+    from mobile_peft.data import VQADataset
+    from mobile_peft.models import build_model
+
+    model, tokenizer = build_model("tiny", seed=0)
+    examples = load_digits_task("parity", "train", seed=0)[:10]
+    full = VQADataset(examples, tokenizer, model.config.input_spec)
+    head, tail = full.split_tail(3)
+    assert len(head) == 7 and len(tail) == 3 and tail.examples == examples[7:]
+    for i in range(3):
+        assert all(torch.equal(tail[i][k], full[7 + i][k]) for k in ("pixel_values", "input_ids", "labels"))
+    for bad in (0, 10, -1, True):
+        with pytest.raises(ValueError, match="validation cut"):
+            full.split_tail(bad)
+
+
+def test_cli_methods_and_hydra_options_reach_the_config(tmp_path, monkeypatch, capsys):
+    import mobile_peft.bench as bench
+
+    seen = []
+
+    def stop(config, **_):
+        seen.append(config)
+        raise KeyboardInterrupt  # the CLI's own exit path: nothing runs
+
+    monkeypatch.setattr(bench, "run_rank_bench", stop)
+    argv = ["bench", "ranks", "--smoke", "--out", str(tmp_path), "--cache", str(tmp_path / "c")]
+    assert main([*argv, "--methods", "uniform,full", "--hydra-option", "reallocate_every=0",
+                 "--hydra-option", "ridge=null", "--validation", "8"]) == 130
+    config = seen[0]
+    assert config.allocators == ("uniform",) and config.full and config.validation == 8
+    assert config.hydra_rank["reallocate_every"] == 0 and config.hydra_rank["ridge"] is None
+    assert main([*argv, "--hydra-option", "probe_stepz=3"]) == 2
+    assert "probe_stepz" in capsys.readouterr().err
