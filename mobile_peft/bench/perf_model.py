@@ -168,6 +168,8 @@ def _one(
     fit_c, test_c, fit_y, test_y = configs[:k], configs[k:], losses[:k], losses[k:]
     old = pm.fit_performance_model(fit_c, fit_y, signals, units, ridge=config.ridge)
     new = pm.fit_spectral_model(fit_c, fit_y, spectra, units, ridge=config.ridge)
+    start = ranks_to_units(uniform.phases[0].ranks, units)
+    shrink = _fit_shrink_model(fit_c, fit_y, start, signals, units, config.ridge)
     prior_old = [-float(pm.features(c, signals, units)[: len(pm.GROUPS)].sum()) for c in test_c]
     prior_new = [-float(pm.spectral_features(c, spectra, units).sum()) for c in test_c]
     chosen = {
@@ -192,9 +194,44 @@ def _one(
             "spectral": pm.spearman([pm.predict_loss(new, c, spectra, units) for c in test_c], test_y),
             "logrank_prior": pm.spearman(prior_old, test_y),
             "spectral_prior": pm.spearman(prior_new, test_y),
+            "logrank_shrink": pm.spearman([shrink(c) for c in test_c], test_y),
         },
         "spearman_loo_fit": {"logrank": old["fit"]["spearman_loo"], "spectral": new["fit"]["spearman_loo"]},
+        # The raw measurements (first ``fit_probes`` configurations fitted, the rest held out), so
+        # another model can be scored on exactly these runs without training again.
+        "probes": {
+            "units": sorted(units),
+            "signals": [round(float(signals.get(u, 0.0)), 6) for u in sorted(units)],
+            "spectra": [[round(float(v), 6) for v in spectra.get(u, ())] for u in sorted(units)],
+            "ranks": [[int(c[u]) for u in sorted(units)] for c in configs],
+            "val_loss": [round(v, 5) for v in losses],
+        },
     }
+
+
+def shrink_feature(
+    ranks: dict[str, int], start: dict[str, int], signals: dict[str, float], units: dict[str, Any]
+) -> float:
+    """The signal-weighted share of the warm-up's trained rank columns that ``ranks`` masks off:
+    ``sum_i s_i * max(0, r0_i - r_i) / sum_i s_i * r0_i`` (``r0``: the warm-up's ranks). A probe that
+    starts from the warm-up state loses what those columns learned, which ``log(1 + r)`` alone does
+    not see."""
+    names = sorted(units)
+    s = np.array([max(float(signals.get(u, 0.0)), 0.0) for u in names]) + 1e-12
+    r0 = np.array([start.get(u, 0) for u in names], dtype=float)
+    r = np.array([ranks.get(u, 0) for u in names], dtype=float)
+    return float((s * np.clip(r0 - r, 0.0, None)).sum() / max(float((s * r0).sum()), 1e-12))
+
+
+def _fit_shrink_model(configs, losses, start, signals, units, ridge) -> Callable[[dict[str, int]], float]:
+    """The log-rank model with :func:`shrink_feature` as one more feature (prior weight 0; the
+    same ridge fit); returns its predictor."""
+    def phi(c: dict[str, int]) -> np.ndarray:
+        return np.append(pm.features(c, signals, units), shrink_feature(c, start, signals, units))
+
+    core = pm.fit_ridge_with_prior(np.stack([phi(c) for c in configs]), losses, len(pm.GROUPS), ridge)
+    weights = np.asarray(core["weights"])
+    return lambda c: float(core["intercept"] + weights @ phi(c))
 
 
 def run_perf_model_bench(
