@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
+from ..core.errors import ConfigError
 from ..core.examples import VQAExample
 from ..core.spec import InputSpec
 from .encode import encode_image, encode_text
@@ -62,7 +63,10 @@ class VQADataset(Dataset):
         """``(all but the last n examples, the last n)``: a validation cut of a training split that
         shares this dataset's encodings (the eval split stays untouched for the table)."""
         if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < len(self):
-            raise ValueError(f"validation cut of {n!r} examples from {len(self)}; expected 1..{len(self) - 1}.")
+            raise ConfigError(
+                f"validation cut of {n!r} examples from a training split of {len(self)}; expected 1..{len(self) - 1} "
+                "(pass a smaller --validation)."
+            )
         cut = len(self) - n
         return self._subset(range(cut)), self._subset(range(cut, len(self)))
 

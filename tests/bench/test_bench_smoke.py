@@ -172,6 +172,7 @@ def test_validation_run_scores_a_cut_of_the_training_split(tmp_path, monkeypatch
 
 def test_split_tail_shares_encodings_and_refuses_bad_sizes():
     from mobile_peft.core.digits import load_digits_task
+    from mobile_peft.core.errors import ConfigError
     from mobile_peft.data import VQADataset
     from mobile_peft.models import build_model
 
@@ -183,7 +184,7 @@ def test_split_tail_shares_encodings_and_refuses_bad_sizes():
     for i in range(3):
         assert all(torch.equal(tail[i][k], full[7 + i][k]) for k in ("pixel_values", "input_ids", "labels"))
     for bad in (0, 10, -1, True):
-        with pytest.raises(ValueError, match="validation cut"):
+        with pytest.raises(ConfigError, match="validation cut"):
             full.split_tail(bad)
 
 
