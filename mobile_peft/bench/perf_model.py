@@ -199,13 +199,18 @@ def _one(
         "spearman_loo_fit": {"logrank": old["fit"]["spearman_loo"], "spectral": new["fit"]["spearman_loo"]},
         # The raw measurements (first ``fit_probes`` configurations fitted, the rest held out), so
         # another model can be scored on exactly these runs without training again.
-        "probes": {
-            "units": sorted(units),
-            "signals": [round(float(signals.get(u, 0.0)), 6) for u in sorted(units)],
-            "spectra": [[round(float(v), 6) for v in spectra.get(u, ())] for u in sorted(units)],
-            "ranks": [[int(c[u]) for u in sorted(units)] for c in configs],
-            "val_loss": [round(v, 5) for v in losses],
-        },
+        "probes": _probe_record(sorted(units), signals, spectra, configs, losses),
+    }
+
+
+def _probe_record(names, signals, spectra, configs, losses) -> dict[str, Any]:
+    """Every probe run's ranks and validation loss, with each unit's signal and spectrum."""
+    return {
+        "units": names,
+        "signals": [round(float(signals.get(u, 0.0)), 6) for u in names],
+        "spectra": [[round(float(v), 6) for v in spectra.get(u, ())] for u in names],
+        "ranks": [[int(c[u]) for u in names] for c in configs],
+        "val_loss": [round(v, 5) for v in losses],
     }
 
 
