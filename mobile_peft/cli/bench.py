@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "values are JSON).",
     )
     p.add_argument(
+        "--ard-option", action="append", default=[], metavar="KEY=VALUE",
+        help="ranks: an ard setting for this run (repeatable; e.g. min_rank=0, lambda1=0.01; values are JSON).",
+    )
+    p.add_argument(
         "--validation", type=int, default=None, metavar="N",
         help="ranks: score on the last N training examples (held out from training) instead of the eval split -- "
         "for choosing settings; writes <name>-validation.",
@@ -131,8 +135,13 @@ def _override_ranks(config: Any, args: argparse.Namespace) -> None:
         config.adapters = tuple(a.strip() for a in args.adapters.split(",") if a.strip())
     if args.hydra_ridge is not None:
         config.hydra_rank = {**config.hydra_rank, "ridge": _ridge(args.hydra_ridge)}
+    from ..allocators.ard import ARDConfig
+    from ..allocators.hydra_rank import HydraRankConfig
+
     for option in args.hydra_option:
-        config.hydra_rank = {**config.hydra_rank, **_hydra_option(option)}
+        config.hydra_rank = {**config.hydra_rank, **_allocator_option("--hydra-option", HydraRankConfig, option)}
+    for option in args.ard_option:
+        config.ard = {**config.ard, **_allocator_option("--ard-option", ARDConfig, option)}
     if args.validation:
         config.validation = args.validation
 
@@ -173,16 +182,14 @@ def _run_preset_ranks(args: argparse.Namespace) -> int:
     return _run_and_write(run_preset_rank_bench, config, args, name)
 
 
-def _hydra_option(text: str) -> dict[str, Any]:
-    """``KEY=VALUE`` (VALUE as JSON, else a string) checked against hydra-rank's settings."""
+def _allocator_option(flag: str, settings: type, text: str) -> dict[str, Any]:
+    """``KEY=VALUE`` (VALUE as JSON, else a string) checked against an allocator's settings."""
     from dataclasses import fields
 
-    from ..allocators.hydra_rank import HydraRankConfig
-
     key, sep, value = text.partition("=")
-    known = sorted(f.name for f in fields(HydraRankConfig))
+    known = sorted(f.name for f in fields(settings))
     if not sep or key.strip() not in known:
-        raise ConfigError(f"--hydra-option {text!r}; expected KEY=VALUE with KEY one of {', '.join(known)}.")
+        raise ConfigError(f"{flag} {text!r}; expected KEY=VALUE with KEY one of {', '.join(known)}.")
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:

@@ -65,6 +65,7 @@ __all__ = [
     "marginal_gains",
     "predict_loss",
     "propose_allocation",
+    "rank_floor",
     "spearman",
     "spectral_features",
     "unit_group",
@@ -311,20 +312,64 @@ def propose_allocation(
     min_rank: int = 1,
 ) -> dict[str, int]:
     """The allocation (unit -> rank) that maximises the model's predicted loss decrease within
-    ``budget`` parameters (±1%): every unit starts at ``min_rank`` (capped by its ``r_max``),
-    then ranks go greedily to the best utility per parameter.
+    ``budget`` parameters (±1%): every unit starts at ``min_rank`` (capped by its ``r_max``; from
+    zero when that floor would take more than :data:`MAX_FLOOR_SHARE` of the budget, see
+    :func:`rank_floor`), then ranks go greedily to the best utility per parameter.
+
+    A floor of one slot per module (``rank_floor(per_module=True)``, what ``ard`` keeps) was
+    measured here too and is not used: on the rank benchmark's validation cut, Hydra adapters,
+    hydra-rank minus uniform was -0.4 points with it and +1.9 without (benchmarks/README.md).
 
     ``signals``: what the model's kind reads per unit (see :func:`predict_loss`).
     ``units``: unit -> ``{"r_max": int, "params_per_rank": int}``.
     """
     costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
-    start = {u: min(min_rank, costs[u][0]) for u in units}
-    if sum(start[u] * costs[u][1] for u in units) > budget * MAX_FLOOR_SHARE:
-        # A floor of min_rank everywhere would spend (nearly) the whole budget and leave the search
-        # nothing to allocate (e.g. Hydra's two slots per module at a LoRA-rank-2 budget): start
-        # from zero so slots can be dropped and ranks moved where the model predicts they help.
-        start = dict.fromkeys(units, 0)
-    return greedy_fill(marginal_gains(model, signals, units), costs, budget, start)
+    gain = marginal_gains(model, signals, units)
+    return greedy_fill(gain, costs, budget, rank_floor(units, budget, min_rank))
+
+
+def rank_floor(
+    units: Mapping[str, Unit],
+    budget: int,
+    min_rank: int,
+    per_module: bool = False,
+    gain: Mapping[str, Callable[[int], float]] | None = None,
+) -> dict[str, int]:
+    """The ranks an allocation keeps (unit -> ``min_rank``, capped by its ``r_max``; units without
+    a floor left out): the first of these that takes at most :data:`MAX_FLOOR_SHARE` of the budget,
+    so the allocator has at least the other half to move --
+
+    * every unit;
+    * with ``per_module``, one unit per module (:func:`_module_floor`): a Hydra module keeps its
+      parallel *or* its sequential branch;
+    * none.
+
+    A floor of every unit would spend (nearly) the whole budget of Hydra's two slots per module at
+    a LoRA-rank-2 budget and leave nothing to move. ``gain``: breaks ties in the module floor
+    (None: the first slot in sorted order)."""
+    costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
+    candidates = [{u: min(min_rank, r_max) for u, (r_max, _) in costs.items()}]
+    if per_module:
+        candidates.append(_module_floor(gain, costs, min_rank))
+    for floor in candidates:
+        if sum(r * costs[u][1] for u, r in floor.items()) <= budget * MAX_FLOOR_SHARE:
+            return floor
+    return {}
+
+
+def _module_floor(
+    gain: Mapping[str, Callable[[int], float]] | None, costs: Mapping[str, tuple[int, int]], min_rank: int
+) -> dict[str, int]:
+    """``min_rank`` on one slot per module: its cheapest (so at a LoRA-rank-2 budget the floor is
+    at most half of it), on a tie the one whose first rank buys the most predicted loss decrease,
+    then the first in sorted order."""
+    best: dict[str, tuple[int, float, str]] = {}
+    for u in sorted(costs):
+        module, _ = split_unit(u)
+        key = (-costs[u][1], float(gain[u](0)) if gain else 0.0, u)
+        if module not in best or key[:2] > best[module][:2]:
+            best[module] = key
+    return {u: min(min_rank, costs[u][0]) for _, _, u in best.values()}
 
 
 def marginal_gains(

@@ -19,7 +19,9 @@ def _masks(model, lambda1=0.3, lambda2=0.7):
 def test_regulariser_gradient_matches_finite_differences(adapted):
     masks = _masks(adapted("lora", 8))
     n = len(masks.units)
-    alpha = (torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1).requires_grad_()
+    alpha = (
+        torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    ).requires_grad_()
     assert torch.autograd.gradcheck(masks.regulariser, (alpha,), eps=1e-6, atol=1e-6)
     # and against the closed form: lambda1 * sign(a) + lambda2 * sum of signs of adjacent differences
     (grad,) = torch.autograd.grad(masks.regulariser(alpha), alpha)
@@ -50,6 +52,41 @@ def test_soft_mask_forward_and_straight_through_gradient():
     at_edge = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad((soft_mask(at_edge, 8) * weights).sum(), at_edge)
     assert grad.item() == 8 * (weights[1] + weights[2])
+
+
+def test_soft_mask_floor_columns_stay_on_and_carry_no_gradient():
+    weights = torch.arange(1.0, 9.0, dtype=torch.float64)
+    small = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)  # 8 * 0.05 = 0.4
+    mask = soft_mask(small, 8, floor=1)
+    assert mask.detach().tolist() == [1.0] + [0.0] * 7  # not 0.4: the floor column is whole
+    (grad,) = torch.autograd.grad((mask * weights).sum(), small)
+    assert grad.item() == 8 * weights[1]  # only the first column above the floor can move
+    above = torch.tensor(0.437, dtype=torch.float64, requires_grad=True)
+    # above the floor the mask and its gradient are the plain ones
+    torch.testing.assert_close(soft_mask(above, 8, floor=1), soft_mask(above, 8))
+
+
+def test_floor_keeps_one_slot_per_hydra_module_whole(adapted):
+    """Hydra adapters at a LoRA-rank-2 budget (rank 1 on both slots spends all of it): each module
+    keeps its cheaper slot's first column whole; the other slot's alpha is free to go to zero."""
+    model = adapted("hydra", 8)
+    lora = adapted("lora", 8)
+    budget = budget_from_rank(lora, 2)
+    masks = ARDMasks(model, ARDConfig(), dict.fromkeys(unit_costs(model), 1), budget)
+    module = {u: u.rpartition("::")[0] for u in masks.units}
+    held = {u for u, f in zip(masks.units, masks.floor) if f}
+    modules = set(module.values())
+    assert {module[u] for u in held} == modules and len(held) == len(modules)
+    for u, f, ppr in zip(masks.units, masks.floor, masks.cost):
+        other = [c for v, c in zip(masks.units, masks.cost) if v != u and module[v] == module[u]]
+        assert not f or ppr <= other[0]  # the cheaper branch holds the floor
+    # alphas at zero keep the floor, and it takes at most half the budget
+    floor_cost = sum(c for c, f in zip(masks.cost, masks.floor) if f)
+    assert masks.hard_cost(torch.zeros(len(masks.units))) == floor_cost <= budget / 2
+    masks.remove()
+    free = ARDMasks(model, ARDConfig(min_rank=0), dict.fromkeys(unit_costs(model), 1), budget)
+    assert free.floor == [0] * len(masks.units)
+    free.remove()
 
 
 def test_task_gradient_reaches_alpha_through_the_soft_masks(adapted, tiny_batch):
@@ -85,9 +122,13 @@ def test_freezing_keeps_the_trained_function(adapted, tiny_batch, small_data):
         for layer in adapter_layers(model).values():
             for slot in layer.rank_slots().values():
                 getattr(layer, slot.up).normal_(std=0.1)
-        session.masks.raw.mul_(torch.rand(session.masks.raw.shape, generator=torch.Generator().manual_seed(0)) + 0.5)
+        session.masks.raw.mul_(
+            torch.rand(session.masks.raw.shape, generator=torch.Generator().manual_seed(0)) + 0.5
+        )
     session.masks.project()
-    masks = [s.rank_mask.clone() for layer in adapter_layers(model).values() for s in layer.rank_slots().values()]
+    masks = [
+        s.rank_mask.clone() for layer in adapter_layers(model).values() for s in layer.rank_slots().values()
+    ]
     assert any(((m > 0) & (m < 1)).any() for m in masks)  # some slots really are fractional
     model.eval()
     with torch.no_grad():

@@ -80,22 +80,49 @@ def test_plan_on_real_probes_reports_a_rank_correlation(adapted, small_data):
     assert len(json.dumps(perf)) < 20_000
 
 
+PRIOR = {"weights": [-1.0] * len(pm.GROUPS) + [0.0], "intercept": 0.0, "feature_names": [*pm.GROUPS, "depth"]}
+
+
+def _two_slot_units(seq_cost: int = 10) -> dict[str, dict[str, int]]:
+    return {
+        f"m{i}::{s}": {"r_max": 8, "params_per_rank": 10 if s == "parallel" else seq_cost}
+        for i in range(4)
+        for s in ("parallel", "sequential")
+    }
+
+
 def test_a_min_rank_floor_that_would_eat_the_budget_is_dropped():
-    """Two slots per module at a budget that rank 1 everywhere nearly exhausts (Hydra adapters at a
+    """Two slots per module at a budget that rank 1 everywhere exhausts (Hydra adapters at a
     LoRA-rank-2 budget): the search must be free to drop slots and move ranks, not return the floor."""
-    units = {
-        f"m{i}:{s}": {"r_max": 8, "params_per_rank": 10} for i in range(4) for s in ("parallel", "sequential")
-    }
-    signals = {u: (100.0 if u == "m0:parallel" else 1.0) for u in units}
-    model = {
-        "weights": [-1.0] * len(pm.GROUPS) + [0.0],
-        "intercept": 0.0,
-        "feature_names": [*pm.GROUPS, "depth"],
-    }
+    units = _two_slot_units()
+    signals = {u: (100.0 if u == "m0::parallel" else 1.0) for u in units}
     budget = 80  # rank 1 on all 8 slots would use all of it
-    ranks = pm.propose_allocation(signals, model, units, budget, min_rank=1)
+    ranks = pm.propose_allocation(signals, PRIOR, units, budget, min_rank=1)
     assert sum(r * 10 for r in ranks.values()) <= budget * 1.01
-    assert ranks["m0:parallel"] > 1 and min(ranks.values()) == 0
+    assert ranks["m0::parallel"] > 1 and min(ranks.values()) == 0
+    assert pm.rank_floor(units, budget, 1) == {} and pm.rank_floor(units, 2 * budget, 1) == dict.fromkeys(
+        units, 1
+    )
+
+
+def test_a_per_module_floor_keeps_the_cheaper_or_more_useful_slot():
+    """``per_module`` (ARD's floor): where every slot would be too dear, one slot per module keeps
+    ``min_rank`` -- the cheaper one, on a tie the more useful one -- and a floor too dear even then
+    is dropped."""
+    units = _two_slot_units()
+    signals = {u: (2.0 if u.endswith("sequential") else 1.0) for u in units}
+    gain = pm.marginal_gains(PRIOR, signals, units)
+    assert pm.rank_floor(units, 80, 1, per_module=True, gain=gain) == {
+        f"m{i}::sequential": 1 for i in range(4)
+    }
+    assert pm.rank_floor(units, 80, 1, per_module=True) == {
+        f"m{i}::parallel": 1 for i in range(4)
+    }  # sorted order
+    units = _two_slot_units(seq_cost=15)
+    assert pm.rank_floor(units, 100, 1, per_module=True, gain=gain) == {
+        f"m{i}::parallel": 1 for i in range(4)
+    }
+    assert pm.rank_floor(units, 60, 1, per_module=True, gain=gain) == {}  # 40 > half of 60
 
 
 def test_ridge_chosen_by_leave_one_out(adapted):

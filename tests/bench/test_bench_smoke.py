@@ -188,7 +188,7 @@ def test_split_tail_shares_encodings_and_refuses_bad_sizes():
             full.split_tail(bad)
 
 
-def test_cli_methods_and_hydra_options_reach_the_config(tmp_path, monkeypatch, capsys):
+def test_cli_methods_and_allocator_options_reach_the_config(tmp_path, monkeypatch, capsys):
     import mobile_peft.bench as bench
 
     seen = []
@@ -200,9 +200,13 @@ def test_cli_methods_and_hydra_options_reach_the_config(tmp_path, monkeypatch, c
     monkeypatch.setattr(bench, "run_rank_bench", stop)
     argv = ["bench", "ranks", "--smoke", "--out", str(tmp_path), "--cache", str(tmp_path / "c")]
     assert main([*argv, "--methods", "uniform,full", "--hydra-option", "reallocate_every=0",
-                 "--hydra-option", "ridge=null", "--validation", "8"]) == 130
+                 "--hydra-option", "ridge=null", "--ard-option", "min_rank=0", "--validation", "8"]) == 130
     config = seen[0]
     assert config.allocators == ("uniform",) and config.full and config.validation == 8
     assert config.hydra_rank["reallocate_every"] == 0 and config.hydra_rank["ridge"] is None
+    assert config.ard == {"min_rank": 0}
     assert main([*argv, "--hydra-option", "probe_stepz=3"]) == 2
     assert "probe_stepz" in capsys.readouterr().err
+    assert main([*argv, "--ard-option", "lambda3=1"]) == 2
+    err = capsys.readouterr().err
+    assert "--ard-option" in err and "lambda1" in err

@@ -729,6 +729,21 @@ REALLOC_UNITS = {
 }
 
 
+# Hydra units: a parallel and a sequential slot per module (when propose_allocation drops its floor).
+HYDRA_UNITS = {
+    f"{module}::{slot}": {"r_max": 8, "params_per_rank": ppr}
+    for module, costs in (
+        ("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj", (128, 128)),
+        ("vision_tower.vision_model.encoder.layers.1.mlp.fc1", (192, 256)),
+        ("multi_modal_projector.linear_1", (192, 128)),
+        (f"{LM}.0.self_attn.q_proj", (256, 256)),
+        (f"{LM}.1.mlp.up_proj", (384, 512)),
+        (f"{LM}.3.mlp.down_proj", (384, 256)),
+    )
+    for slot, ppr in zip(("parallel", "sequential"), costs)
+}
+
+
 # A fitted model's JSON object (the keys fit_performance_model writes), with given weights: a fit
 # would go through LAPACK, whose last bits may differ between machines and so make the fixture drift.
 REALLOC_MODEL = {
@@ -760,6 +775,24 @@ def _r(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_r(v) for v in x]
     return x
+
+
+def _proposed_slots(model: dict[str, Any]) -> dict[str, Any]:
+    """propose_allocation on two slots per module (Hydra): at a LoRA-rank-2 budget, and a third of
+    it, a floor on every slot takes more than MAX_FLOOR_SHARE and the search starts from zero; at
+    four times it the floor holds."""
+    units = HYDRA_UNITS
+    signals = {u: 0.04 + 0.011 * ((i * 7) % 12) for i, u in enumerate(units)}
+    lora2 = sum(2 * units[f"{m}::parallel"]["params_per_rank"] for m in {u.split("::")[0] for u in units})
+    return {
+        "units": units,
+        "signals": signals,
+        "cases": [
+            {"budget": b, "min_rank": m, "ranks": propose_allocation(signals, model, units, b, min_rank=m)}
+            for b in (lora2, lora2 // 3, 4 * lora2)
+            for m in (0, 1)
+        ],
+    }
 
 
 def realloc_fixture() -> dict[str, Any]:
@@ -825,6 +858,7 @@ def realloc_fixture() -> dict[str, Any]:
                 for b in (budget, budget // 2, budget // 3)
                 for m in (0, 1, 3)
             ],
+            "proposed_slots": _proposed_slots(model),
             "due": {"every": 5, "total_steps": 20, "steps": [s for s in range(0, 21) if realloc.due(s)]},
             "decision": {
                 "step": 10,

@@ -15,6 +15,16 @@ rescaled by one shared factor ``c`` (bisection) so that this cost is within 1% o
 the L1 term (a constant pull on every alpha) then shifts rank from weak to strong slots rather
 than shrinking the total.
 
+Floor (ours): the first ``min_rank`` columns of the slots
+:func:`~mobile_peft.core.perf_model.rank_floor` picks with ``per_module`` -- every slot, else the
+cheaper slot of each module, else none, whichever first takes at most half the budget -- stay
+whole (mask 1, no gradient into alpha), and alpha moves the columns above them. Without it, at a
+budget of about one rank per slot (Hydra adapters at a LoRA-rank-2 budget) nothing can move: the
+projection pins the largest alpha at one column and scales every other slot's only column to a
+fraction of 1, damping those branches for the whole run without freeing any budget (ARD on Hydra
+adapters was -2.5 +- 1.5 points below uniform in the rank benchmark of record before the floor;
+on its validation cut -3.5 without and -0.1 with it: benchmarks/README.md).
+
 Frozen for export: each slot keeps exactly the columns its soft mask has on (``ceil(r0 alpha)``,
 already within the budget by the projection), and the mask values -- the fractional last column
 included -- are folded into the up-projection's columns, so the frozen adapter computes what was
@@ -37,6 +47,7 @@ from torch import nn
 
 from ...adapters.base import adapter_layers
 from ...core.errors import ConfigError
+from ...core.perf_model import rank_floor
 from ...core.schedule import units_to_ranks
 from ...core.units import module_place, split_unit, unit_key
 from ...train.trainer import TrainConfig, train
@@ -53,36 +64,55 @@ _EPS = 1e-4
 @dataclass
 class ARDConfig:
     lambda1: float = field(default=1e-3, metadata={"help": "Weight of the L1 sparsity term on alpha."})
-    lambda2: float = field(default=1e-3, metadata={"help": "Weight of the total variation of alpha across adjacent layers."})
+    lambda2: float = field(
+        default=1e-3, metadata={"help": "Weight of the total variation of alpha across adjacent layers."}
+    )
     plan_steps: int = field(default=30, metadata={"help": "Training steps `plan` runs to learn alpha."})
     plan_batch_size: int = field(default=16, metadata={"help": "Batch size of the planning run."})
     lr: float = field(default=3e-3, metadata={"help": "Learning rate of the planning run."})
-    alpha_scale: float = field(default=10.0, metadata={"help": "alpha = alpha_scale * raw parameter (a faster alpha lr)."})
+    alpha_scale: float = field(
+        default=10.0, metadata={"help": "alpha = alpha_scale * raw parameter (a faster alpha lr)."}
+    )
+    min_rank: int = field(
+        default=1,
+        metadata={
+            "help": "Columns kept fully on in the floor slots (the core's rank_floor: every slot, else one per "
+            "module, else none -- the first within half the budget); alpha moves the rest. 0: alpha moves all."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the planning run."})
 
     def __post_init__(self) -> None:
         for name in ("lambda1", "lambda2"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)}; expected >= 0.")
+        if isinstance(self.min_rank, bool) or not isinstance(self.min_rank, int) or self.min_rank < 0:
+            raise ConfigError(f"min_rank={self.min_rank!r}; expected an integer >= 0.")
         if self.plan_steps < 1 or self.alpha_scale <= 0:
-            raise ConfigError(f"plan_steps={self.plan_steps}, alpha_scale={self.alpha_scale}: need >= 1 and > 0.")
+            raise ConfigError(
+                f"plan_steps={self.plan_steps}, alpha_scale={self.alpha_scale}: need >= 1 and > 0."
+            )
 
 
-def soft_mask(alpha: torch.Tensor, r0: int) -> torch.Tensor:
-    """Forward: ``clamp(r0 * alpha - j, 0, 1)`` for ``j = 0..r0-1`` (``alpha`` a 0-d tensor), values
-    below EPS cut to exact zeros so that "nonzero" (the budget count) is robust to float rounding:
-    the slot holds ``k = ceil(r0 * alpha - EPS)`` ranks.
+def soft_mask(alpha: torch.Tensor, r0: int, floor: int = 0) -> torch.Tensor:
+    """Forward: ``clamp(r0 * alpha - j, 0, 1)`` for ``j = 0..r0-1`` (``alpha`` a 0-d tensor), the
+    first ``floor`` columns held at 1, values below EPS cut to exact zeros so that "nonzero" (the
+    budget count) is robust to float rounding: the slot holds ``k = max(floor, ceil(r0 * alpha -
+    EPS))`` ranks.
 
     Backward (straight-through): ``d m_j / d alpha = r0`` on the last active and the first inactive
-    column (``j = k-1, k``), zero elsewhere. The plain clamp has no gradient once the budget
-    projection puts ``r0 * alpha`` on an integer (every column saturated or cut), which froze alpha
-    in our first benchmark run; the boundary columns are exactly the ones a rank change moves."""
+    column (``j = k-1, k``) unless held by the floor, zero elsewhere. The plain clamp has no
+    gradient once the budget projection puts ``r0 * alpha`` on an integer (every column saturated
+    or cut), which froze alpha in our first benchmark run; the boundary columns are exactly the
+    ones a rank change moves."""
     j = torch.arange(r0, dtype=alpha.dtype, device=alpha.device)
     x = r0 * alpha - j
     hard = x.detach().clamp(0.0, 1.0)
     hard = hard * (hard > _EPS)
+    held = j < floor
+    hard = torch.where(held, torch.ones_like(hard), hard)
     k = int(torch.count_nonzero(hard))
-    window = ((j == k - 1) | (j == k)).to(alpha.dtype)
+    window = (((j == k - 1) | (j == k)) & ~held).to(alpha.dtype)
     return hard + (x - x.detach()) * window
 
 
@@ -114,6 +144,13 @@ class ARDMasks(nn.Module):
         slots = {u: layers[split_unit(u)[0]].rank_slots()[split_unit(u)[1]] for u in self.units}
         self.r0 = [slots[u].r_max for u in self.units]
         self.cost = [slots[u].params_per_rank for u in self.units]
+        held = rank_floor(
+            {u: {"r_max": r0, "params_per_rank": c} for u, r0, c in zip(self.units, self.r0, self.cost)},
+            budget,
+            config.min_rank,
+            per_module=True,
+        )
+        self.floor = [held.get(u, 0) for u in self.units]
         init = torch.tensor([init_ranks[u] / r0 for u, r0 in zip(self.units, self.r0)], dtype=torch.float32)
         self.raw = nn.Parameter(init / config.alpha_scale)
         self.pairs = tv_pairs(self.units)
@@ -143,18 +180,19 @@ class ARDMasks(nn.Module):
             alpha = self.alpha
             for i in idx:
                 slot = split_unit(self.units[i])[1]
-                mask = soft_mask(alpha[i], self.r0[i])
+                mask = soft_mask(alpha[i], self.r0[i], self.floor[i])
                 layer._buffers[f"{slot}_rank_mask"] = mask if torch.is_grad_enabled() else mask.detach()
 
         return hook
 
     # -- budget -----------------------------------------------------------------------------------
     def hard_cost(self, alpha: torch.Tensor) -> int:
-        """Trainable numbers the soft masks of ``alpha`` hold: ``ceil(r0 alpha)`` columns per slot."""
+        """Trainable numbers the soft masks of ``alpha`` hold: ``max(floor, ceil(r0 alpha))`` columns
+        per slot."""
         total = 0
-        for a, r0, ppr in zip(alpha.tolist(), self.r0, self.cost):
+        for a, r0, ppr, floor in zip(alpha.tolist(), self.r0, self.cost, self.floor):
             x = min(max(r0 * a, 0.0), r0)
-            r = math.ceil(x - _EPS)
+            r = max(math.ceil(x - _EPS), floor)
             total += min(r, r0) * ppr
         return total
 
@@ -178,7 +216,9 @@ class ARDMasks(nn.Module):
         for i, u in enumerate(self.units):
             module, slot = split_unit(u)
             # a fresh tensor: the hook's buffer is a node of the last step's (used) graph
-            self._layers[module]._buffers[f"{slot}_rank_mask"] = soft_mask(alpha[i], self.r0[i]).clone()
+            self._layers[module]._buffers[f"{slot}_rank_mask"] = soft_mask(
+                alpha[i], self.r0[i], self.floor[i]
+            ).clone()
 
     def on_step_end(self, step: int, loss: float, model: nn.Module) -> None:
         self.project()
@@ -242,7 +282,12 @@ class ARDLoraAllocator(Allocator):
         work = copy.deepcopy(model)
         start = UniformAllocator().plan(work, train_ds, eval_ds, budget)
         session = self.session(work, start, self.config.plan_steps)
-        cfg = TrainConfig(steps=self.config.plan_steps, batch_size=self.config.plan_batch_size, lr=self.config.lr, seed=self.config.seed)
+        cfg = TrainConfig(
+            steps=self.config.plan_steps,
+            batch_size=self.config.plan_batch_size,
+            lr=self.config.lr,
+            seed=self.config.seed,
+        )
         train(work, train_ds, cfg, callbacks=session.callbacks, extra_loss=session.extra_loss)
         frozen = session.finish(work)
         return schedule_from_ranks(model, self.name, adapter_kind(model), budget, frozen.phases[0].ranks)
@@ -250,7 +295,14 @@ class ARDLoraAllocator(Allocator):
     def session(self, model: nn.Module, schedule: RankSchedule, total_steps: int) -> DynamicSession:
         schedule.check_model(model)
         ranks = schedule.phases[0].ranks
-        init = {unit_key(m, s): r for m, slots in ranks.items() for s, r in slots.items() if schedule.modules[m][s]["r_max"] > 0}
+        init = {
+            unit_key(m, s): r
+            for m, slots in ranks.items()
+            for s, r in slots.items()
+            if schedule.modules[m][s]["r_max"] > 0
+        }
         masks = ARDMasks(model, self.config, init, schedule.budget_params)
-        start = RankSchedule("ard", schedule.adapter, schedule.budget_params, schedule.modules, [Phase(0, ranks)])
+        start = RankSchedule(
+            "ard", schedule.adapter, schedule.budget_params, schedule.modules, [Phase(0, ranks)]
+        )
         return _ARDSession(start, masks, model, total_steps)

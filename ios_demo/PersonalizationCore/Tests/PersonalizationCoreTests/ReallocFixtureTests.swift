@@ -38,6 +38,18 @@ final class ReallocFixtureTests: XCTestCase {
         }
     }
 
+    func testProposedAllocationsOnTwoSlotsPerModule() throws {
+        let slots = fx["proposed_slots"]!.obj
+        let hydraUnits = OrderedDict(slots["units"]!.obj.pairs.map { u, v in
+            (u, UnitInfo(rMax: v[Contract.SlotKey.rMax]!.i, paramsPerRank: v[Contract.SlotKey.paramsPerRank]!.i))
+        })
+        let hydraSignals = slots["signals"]!.doubleMap
+        for case let .object(c) in slots["cases"]!.list {
+            let got = try PerfModel.proposeAllocation(hydraSignals, model, hydraUnits, c["budget"]!.i, minRank: c["min_rank"]!.i)
+            XCTAssertEqual(c["ranks"]!.intMap, got.dictionary, "two slots, budget \(c["budget"]!.i), min_rank \(c["min_rank"]!.i)")
+        }
+    }
+
     func testDueAndDecisions() throws {
         let due = fx["due"]!.obj
         let r = try Reallocation(model, units: units, budget: budget, every: due["every"]!.i, totalSteps: due["total_steps"]!.i)

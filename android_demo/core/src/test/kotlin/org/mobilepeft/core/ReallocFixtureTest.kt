@@ -38,6 +38,20 @@ class ReallocFixtureTest {
     }
 
     @Test
+    fun proposedAllocationsOnTwoSlotsPerModule() {
+        val slots = fx["proposed_slots"].obj()
+        val hydraUnits = LinkedHashMap<String, UnitInfo>().apply {
+            for ((u, v) in slots["units"].obj()) put(u as String, UnitInfo(v.obj()[Contract.SlotKey.R_MAX].int(), v.obj()[Contract.SlotKey.PARAMS_PER_RANK].long()))
+        }
+        val hydraSignals = slots["signals"].doubleMap()
+        for (case in slots["cases"].list()) {
+            val c = case.obj()
+            val got = PerfModel.proposeAllocation(hydraSignals, model, hydraUnits, c["budget"].long(), c["min_rank"].int())
+            assertEquals("two slots, budget ${c["budget"]}, min_rank ${c["min_rank"]}", c["ranks"].intMap(), got)
+        }
+    }
+
+    @Test
     fun dueAndDecisions() {
         val due = fx["due"].obj()
         val r = Reallocation(model, units, budget, due["every"].int(), due["total_steps"].int())
