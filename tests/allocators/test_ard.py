@@ -8,6 +8,7 @@ from mobile_peft.adapters import adapter_layers
 from mobile_peft.allocators import budget_from_rank, get_allocator
 from mobile_peft.allocators.ard import ARDConfig, ARDMasks, soft_mask, tv_pairs
 from mobile_peft.allocators.base import unit_costs
+from mobile_peft.core.units import split_unit
 
 
 def _masks(model, lambda1=0.3, lambda2=0.7):
@@ -73,7 +74,7 @@ def test_floor_keeps_one_slot_per_hydra_module_whole(adapted):
     lora = adapted("lora", 8)
     budget = budget_from_rank(lora, 2)
     masks = ARDMasks(model, ARDConfig(), dict.fromkeys(unit_costs(model), 1), budget)
-    module = {u: u.rpartition("::")[0] for u in masks.units}
+    module = {u: split_unit(u)[0] for u in masks.units}
     held = {u for u, f in zip(masks.units, masks.floor) if f}
     modules = set(module.values())
     assert {module[u] for u in held} == modules and len(held) == len(modules)

@@ -204,7 +204,7 @@ def test_cli_methods_and_allocator_options_reach_the_config(tmp_path, monkeypatc
     config = seen[0]
     assert config.allocators == ("uniform",) and config.full and config.validation == 8
     assert config.hydra_rank["reallocate_every"] == 0 and config.hydra_rank["ridge"] is None
-    assert config.ard == {"min_rank": 0}
+    assert config.ard["min_rank"] == 0
     assert main([*argv, "--hydra-option", "probe_stepz=3"]) == 2
     assert "probe_stepz" in capsys.readouterr().err
     assert main([*argv, "--ard-option", "lambda3=1"]) == 2

@@ -60,6 +60,7 @@ from mobile_peft.core.perf_model import (  # noqa: E402
 from mobile_peft.core.realloc import RankSignals, Reallocation, rank_signal  # noqa: E402
 from mobile_peft.core.schedule import MaskInput, Phase, RankSchedule  # noqa: E402
 from mobile_peft.core.spec import CLIP_MEAN, CLIP_STD, BundleInputSpec, InputSpec, TokenIds  # noqa: E402
+from mobile_peft.core.units import split_unit  # noqa: E402
 from mobile_peft.data.tokenizer import build_word_tokenizer, load_tokenizer, save_tokenizer  # noqa: E402
 from runtime.adapter import write_adapter  # noqa: E402
 from runtime.data import DataStream  # noqa: E402
@@ -783,7 +784,7 @@ def _proposed_slots(model: dict[str, Any]) -> dict[str, Any]:
     four times it the floor holds."""
     units = HYDRA_UNITS
     signals = {u: 0.04 + 0.011 * ((i * 7) % 12) for i, u in enumerate(units)}
-    lora2 = sum(2 * units[f"{m}::parallel"]["params_per_rank"] for m in {u.split("::")[0] for u in units})
+    lora2 = sum(2 * c["params_per_rank"] for u, c in units.items() if split_unit(u)[1] == "parallel")
     return {
         "units": units,
         "signals": signals,
@@ -1080,7 +1081,7 @@ that the Kotlin core reproduces every one of them (floats to 1e-6, files byte fo
 | `checksums/`, `checksums.json` | `sha256_of` / `size_of` of a directory whose sorted-path order differs from its string order, and of each file. |
 | `data/`, `data_bad/`, `data.json` | A data folder (`annotations.jsonl`, PNG images) read by `load_folder`: every example, the train/eval split for several seeds and fractions; the one `DataError` of a folder with every kind of bad line (its path written `<folder>`); numpy `default_rng(seed).permutation(n)`; the runtime `DataStream`'s batches. |
 | `encode.json`, `encode_pixels.f32` | `Encoder.image` of digits (float), RGB uint8 images and the data folder's PNGs (little-endian float32 `[3, 12, 12]` each, at `offset` floats); `Encoder.text` / `encode_prompt` of questions and answers (or the `DataError`); the tokenizer's pieces and ids of tricky strings; `decode_answer`. |
-| `realloc.json` | A given performance model (a fitted model's keys, set weights); its features, utilities, predictions, `propose_allocation`; `Reallocation.due` / `decide` events (one applied, one kept); `rank_signal` and `RankSignals` (floats to 12 digits). |
+| `realloc.json` | A given performance model (a fitted model's keys, set weights); its features, utilities, predictions, `propose_allocation` (also on two slots per module, `proposed_slots`); `Reallocation.due` / `decide` events (one applied, one kept); `rank_signal` and `RankSignals` (floats to 12 digits). |
 | `realloc_loop.json` | On-device re-allocation as `runtime/trainer.py` runs it (`runtime.realloc.Reallocator`): given gradients each step, the `realloc` events, the masks at each step, the grown down rows (numpy `default_rng([seed, step]).uniform`), the EMA after each step, the final ranks and the sha256 of each final tensor's little-endian float32 bytes. |
 | `adapters/`, `adapters.json` | `runtime.adapter.write_adapter` of given tensors at given masks: LoRA at a soft-mask phase and at a phase with a module switched off; Hydra with one slot off and per-module alphas. |
 | `eval.json` | `correct_answers` of given logits (ties, a NaN) and labels. |
