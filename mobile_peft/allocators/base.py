@@ -157,9 +157,12 @@ class Allocator(ABC):
         ``eval_ds`` is never used to fit anything; allocators that need validation data hold out
         part of ``train_ds``. The model's weights are left as they were."""
 
-    def session(self, model: nn.Module, schedule: RankSchedule, total_steps: int) -> DynamicSession:
+    def session(
+        self, model: nn.Module, schedule: RankSchedule, total_steps: int, train_ds: Any = None
+    ) -> DynamicSession:
         """Apply ``schedule`` to ``model`` and return the callbacks of the dynamic phases (none by
-        default: the schedule is static)."""
+        default: the schedule is static). ``train_ds``: the data the run trains on, for dynamic
+        phases that measure something on it (``hydra-rank``'s spectral re-allocation)."""
         schedule.check_model(model)
         schedule.apply(model, 0)
         replay = [PhaseReplay(schedule)] if len(schedule.phases) > 1 else []

@@ -59,7 +59,7 @@ def train_with_allocator(
     if schedule is None:
         schedule = allocator.plan(model, train_ds, eval_ds, budget)
     plan_seconds = time.perf_counter() - start
-    session = allocator.session(model, schedule, config.steps)
+    session = allocator.session(model, schedule, config.steps, train_ds)
     check_budget(active_params(model), budget, "at step 0: ")
     monitor = BudgetMonitor()
     result = train(model, train_ds, config, callbacks=[*session.callbacks, monitor, *callbacks], extra_loss=session.extra_loss)
@@ -97,7 +97,7 @@ def start_allocation(
     else:
         budget = resolve_budget(model, budget_params=budget_params, budget_rank=budget_rank)
         schedule = allocator.plan(model, train_ds, eval_ds, budget)
-    return allocator.session(model, schedule, steps), BudgetMonitor()
+    return allocator.session(model, schedule, steps, train_ds), BudgetMonitor()
 
 
 def finish_allocation(model: nn.Module, session: DynamicSession, monitor: BudgetMonitor) -> RankSchedule:

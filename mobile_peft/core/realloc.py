@@ -109,7 +109,11 @@ class Reallocation:
         every: int,
         total_steps: int,
         min_gain: float = DEFAULT_MIN_GAIN,
+        kinds: tuple[str, ...] = (MODEL_KIND,),
     ) -> None:
+        """``kinds``: the model kinds the caller can feed (:meth:`decide`'s ``signals``): a phone feeds
+        per-step gradient RMS values (``logrank`` only); the authoring trainer can also measure
+        gradient spectra at each point (``spectral``)."""
         if not model:
             raise ConfigError(
                 "on-device re-allocation needs a schedule planned by hydra-rank: it has no performance_model. "
@@ -119,10 +123,11 @@ class Reallocation:
             kind = check_model(model)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if kind != MODEL_KIND:
+        if kind not in kinds:
             raise ConfigError(
-                f"re-allocation during training reads {MODEL_KIND} models (its signals are per-step gradient RMS "
-                f"values); this schedule's model is {kind}. Plan with the default hydra-rank model, or turn "
+                f"re-allocation here reads {' or '.join(kinds)} models (its signals are "
+                f"{'per-step gradient RMS values' if kinds == (MODEL_KIND,) else 'what those kinds read'}); "
+                f"this schedule's model is {kind}. Plan with the default hydra-rank model (model=logrank), or turn "
                 "re-allocation off."
             )
         if every < 0:
@@ -137,7 +142,8 @@ class Reallocation:
             self.every > 0 and step > 0 and step % self.every == 0 and step + self.every <= self.total_steps
         )
 
-    def decide(self, step: int, ranks: Mapping[str, int], signals: Mapping[str, float]) -> Decision:
+    def decide(self, step: int, ranks: Mapping[str, int], signals: Mapping[str, Any]) -> Decision:
+        """``signals``: what the model's kind reads per unit (:func:`~.perf_model.predict_loss`)."""
         old = {u: int(ranks[u]) for u in self.units}
         new = propose_allocation(signals, self.model, self.units, self.budget, self.min_rank)
         before = predict_loss(self.model, old, signals, self.units)

@@ -144,7 +144,43 @@ def test_reallocation_refuses_a_model_it_cannot_feed():
     }
     with pytest.raises(ConfigError, match="spectral-ridge"):
         realloc.Reallocation(spectral, units, 8, every=2, total_steps=8)
+    with pytest.raises(ConfigError, match="logrank-ridge"):  # a caller that measures spectra only
+        realloc.Reallocation(
+            {**spectral, "kind": perf_model.MODEL_KIND, "version": perf_model.MODEL_VERSION,
+             "feature_names": list(perf_model.FEATURES), "weights": [-1.0] * 6},
+            units, 8, every=2, total_steps=8, kinds=(perf_model.SPECTRAL_KIND,),
+        )
     with pytest.raises(ConfigError, match="version 7"):
         realloc.Reallocation(
             {**spectral, "kind": perf_model.MODEL_KIND, "version": 7}, units, 8, every=2, total_steps=8
         )
+
+
+def test_a_spectral_reallocation_reads_spectra():
+    """A caller that measures spectra (the authoring trainer) re-allocates with a spectral model:
+    the rank goes to the unit whose spectrum holds the energy, within the budget."""
+    units = {
+        "language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 4, "params_per_rank": 4},
+        "language_model.model.layers.0.self_attn.q_proj::lora": {"r_max": 4, "params_per_rank": 4},
+    }
+    spectral = {
+        "kind": perf_model.SPECTRAL_KIND,
+        "version": perf_model.SPECTRAL_VERSION,
+        "feature_names": list(perf_model.GROUPS),
+        "weights": [-1.0] * 5,
+        "intercept": 1.0,
+    }
+    policy = realloc.Reallocation(spectral, units, 16, every=2, total_steps=8, min_gain=0.0,
+                                  kinds=(perf_model.SPECTRAL_KIND,))
+    spectra = {
+        "language_model.model.layers.0.mlp.up_proj::lora": [1.0, 0.0, 0.0, 0.0],
+        "language_model.model.layers.0.self_attn.q_proj::lora": [4.0, 3.0, 2.0, 1.0],
+    }
+    decision = policy.decide(2, {u: 2 for u in units}, spectra)
+    assert decision.applied
+    assert decision.ranks == {
+        "language_model.model.layers.0.mlp.up_proj::lora": 1,  # the floor: its one direction
+        "language_model.model.layers.0.self_attn.q_proj::lora": 3,
+    }
+    assert decision.params == 16
+    assert decision.predicted_after < decision.predicted_before

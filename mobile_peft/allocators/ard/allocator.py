@@ -292,7 +292,9 @@ class ARDLoraAllocator(Allocator):
         frozen = session.finish(work)
         return schedule_from_ranks(model, self.name, adapter_kind(model), budget, frozen.phases[0].ranks)
 
-    def session(self, model: nn.Module, schedule: RankSchedule, total_steps: int) -> DynamicSession:
+    def session(
+        self, model: nn.Module, schedule: RankSchedule, total_steps: int, train_ds: Any = None
+    ) -> DynamicSession:
         schedule.check_model(model)
         ranks = schedule.phases[0].ranks
         init = {

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,16 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ...adapters.base import adapter_layers
-from ...core.perf_model import GROUPS, fit_performance_model, propose_allocation
+from ...core.errors import ConfigError
+from ...core.perf_model import (
+    GROUPS,
+    MODEL_KIND,
+    SPECTRAL_KIND,
+    SPECTRAL_VERSION,
+    fit_performance_model,
+    fit_spectral_model,
+    propose_allocation,
+)
 from ...core.realloc import Reallocation, grow_init
 from ...core.schedule import ranks_to_units, units_to_ranks
 from ...core.units import split_unit
@@ -38,7 +49,7 @@ from ..base import Allocator, DynamicSession, adapter_kind, schedule_from_ranks
 from ..registry import ALLOCATORS
 from ..schedule import Phase, RankSchedule
 from .config import HydraRankConfig
-from .signals import SignalCollector
+from .signals import SignalCollector, gradient_spectra
 
 __all__ = ["HydraRankAllocator", "HydraRankReallocator", "grow_columns"]
 
@@ -85,53 +96,86 @@ class HydraRankAllocator(Allocator):
 
         uniform = UniformAllocator().plan(work, train_ds, eval_ds, budget)
         uniform.apply(work, 0)
+        fresh = {k: v.detach().clone() for k, v in work.state_dict().items()} if cfg.probe_from == "fresh" else None
         collector = SignalCollector()
         warm = TrainConfig(steps=cfg.warmup_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed)
         train(work, probe_train, warm, callbacks=[collector])
         signals = collector.signals()
-        state = {k: v.detach().clone() for k, v in work.state_dict().items()}
+        spectral = cfg.model == "spectral"
+        if spectral:  # what the spectral model reads: each slot's gradient spectrum at the warm-up state
+            reads = self._spectra(work, probe_train)
+        else:
+            reads = signals
+        state = fresh or {k: v.detach().clone() for k, v in work.state_dict().items()}
         # 2) probe runs: budget-feasible configurations that stress different groups
-        configs = self._probe_configs(signals, units, budget, uniform)
-        losses = []
-        for j, ranks in enumerate(configs):
+        configs = self._probe_configs(reads, units, budget, uniform)
+
+        def probe(ranks: dict[str, int]) -> float:
+            """Validation loss after ``probe_steps`` at ``ranks`` from ``state`` (same batches every time)."""
             work.load_state_dict(state)
             self._apply_units(work, ranks, previous=None)
-            probe = TrainConfig(
-                steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1
-            )
-            train(work, probe_train, probe)
-            losses.append(_eval_loss(work, probe_val))
+            steps = TrainConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1)
+            train(work, probe_train, steps)
+            return _eval_loss(work, probe_val)
+
+        losses = []
+        for j, ranks in enumerate(configs):
+            losses.append(probe(ranks))
             logger.info("hydra-rank probe %d/%d: val loss %.4f", j + 1, len(configs), losses[-1])
         # 3) fit the performance model and search
-        perf = fit_performance_model(configs, losses, signals, units, ridge=cfg.ridge)
+        fit = fit_spectral_model if spectral else fit_performance_model
+        perf = fit(configs, losses, reads, units, ridge=cfg.ridge)
         perf["probe_losses"] = [round(v, 5) for v in losses]
         perf["min_rank"] = cfg.min_rank
         perf["plan_signals"] = {u: round(v, 6) for u, v in sorted(signals.items())}
+        if spectral:
+            perf["plan_spectra"] = {u: [float(f"{v:.6g}") for v in e] for u, e in sorted(reads.items())}
         # Search with the serialised (rounded) model and signals: a device replays it exactly.
-        best = propose_allocation(perf["plan_signals"], perf, units, budget, min_rank=cfg.min_rank)
+        best = propose_allocation(
+            perf["plan_spectra" if spectral else "plan_signals"], perf, units, budget, min_rank=cfg.min_rank
+        )
         logger.info(
             "hydra-rank model: spearman in-sample %.3f, loo %.3f",
             perf["fit"]["spearman_in_sample"],
             perf["fit"]["spearman_loo"],
         )
+        if cfg.verify:  # 4) the proposal against uniform rank (probe 0), trained the same way
+            proposed = probe(best)
+            if proposed > losses[0]:
+                logger.info(
+                    "hydra-rank: the proposed allocation's probe loss %.4f is above uniform rank's %.4f: "
+                    "planning uniform rank, without re-allocation", proposed, losses[0],
+                )
+                best, perf = configs[0], None
+            else:
+                perf["verified"] = {"proposal_loss": round(proposed, 5), "uniform_loss": round(losses[0], 5)}
         schedule = schedule_from_ranks(model, self.name, adapter_kind(model), budget, units_to_ranks(best))
         schedule.performance_model = perf
         return schedule.validate()
 
-    def _probe_configs(self, signals, units, budget, uniform: RankSchedule) -> list[dict[str, int]]:
+    def _spectra(self, model: nn.Module, dataset: Any, seed_offset: int = 7) -> dict[str, list[float]]:
+        cfg = self.config
+        return gradient_spectra(model, dataset, cfg.spectrum_batches, cfg.probe_batch_size, cfg.seed + seed_offset)
+
+    def _probe_configs(self, reads, units, budget, uniform: RankSchedule) -> list[dict[str, int]]:
+        """Uniform, the model's prior's proposal (every group weighs the same), then proposals of
+        priors with random group weights (log-normal; the log-rank model also a random depth slope)."""
         rng = np.random.default_rng(self.config.seed)
         base = uniform.phases[0].ranks
         configs = [ranks_to_units(base, units)]
-        prior = {
-            "weights": [-1.0] * len(GROUPS) + [0.0],
-            "intercept": 0.0,
-            "feature_names": [*GROUPS, "depth"],
-        }
-        configs.append(propose_allocation(signals, prior, units, budget, min_rank=self.config.min_rank))
+        spectral = self.config.model == "spectral"
+        prior = {"intercept": 0.0, "weights": [-1.0] * len(GROUPS)}
+        if spectral:
+            prior.update(kind=SPECTRAL_KIND, version=SPECTRAL_VERSION, feature_names=list(GROUPS))
+        else:
+            prior.update(kind=MODEL_KIND, weights=[*prior["weights"], 0.0], feature_names=[*GROUPS, "depth"])
+        configs.append(propose_allocation(reads, prior, units, budget, min_rank=self.config.min_rank))
         while len(configs) < self.config.probes:
-            weights = [-float(np.exp(rng.normal(0.0, 1.0))) for _ in GROUPS] + [float(rng.normal(0.0, 1.0))]
+            weights = [-float(np.exp(rng.normal(0.0, 1.0))) for _ in GROUPS]
+            if not spectral:
+                weights.append(float(rng.normal(0.0, 1.0)))
             model = {**prior, "weights": weights}
-            configs.append(propose_allocation(signals, model, units, budget, min_rank=self.config.min_rank))
+            configs.append(propose_allocation(reads, model, units, budget, min_rank=self.config.min_rank))
         return configs
 
     @staticmethod
@@ -145,14 +189,27 @@ class HydraRankAllocator(Allocator):
             layers[module].set_rank(slot, int(r))
 
     # -- dynamic phases -------------------------------------------------------------------------
-    def session(self, model: nn.Module, schedule: RankSchedule, total_steps: int) -> DynamicSession:
-        session = super().session(model, schedule, total_steps)
+    def session(
+        self, model: nn.Module, schedule: RankSchedule, total_steps: int, train_ds: Any = None
+    ) -> DynamicSession:
+        session = super().session(model, schedule, total_steps, train_ds)
         every = self.config.reallocate_every
         if every is None:
             every = max(1, total_steps // 3)
         if schedule.performance_model is None or every == 0 or len(schedule.phases) > 1:
             return session  # nothing to re-allocate with (or replaying a recorded schedule)
-        session.callbacks.append(HydraRankReallocator(schedule, every, total_steps, self.config.min_gain, self.config.seed))
+        spectra = None
+        if schedule.performance_model.get("kind") == SPECTRAL_KIND:
+            if train_ds is None:
+                raise ConfigError(
+                    "this schedule's performance model is spectral: re-allocating during training measures gradient "
+                    "spectra on the training data, and none was given. Pass the training set, or "
+                    "reallocate_every=0 to train the planned ranks."
+                )
+            spectra = partial(self._spectra, dataset=train_ds)
+        session.callbacks.append(
+            HydraRankReallocator(schedule, every, total_steps, self.config.min_gain, self.config.seed, spectra)
+        )
         return session
 
 
@@ -160,13 +217,26 @@ class HydraRankReallocator:
     """Trainer callback: the gradient signals every step; at each re-allocation point
     (:meth:`mobile_peft.core.realloc.Reallocation.due`) the core's decision, applied to the model
     and appended to the schedule as a phase. A phone runs the same decision on the runtime's
-    gradients (``mobile_peft.runtime.realloc``)."""
+    gradients (``mobile_peft.runtime.realloc``). With a spectral model, ``spectra(model)`` measures
+    what it reads at each point (a few extra forward/backward passes; no parameter changes)."""
 
-    def __init__(self, schedule: RankSchedule, every: int, total_steps: int, min_gain: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        schedule: RankSchedule,
+        every: int,
+        total_steps: int,
+        min_gain: float,
+        seed: int = 0,
+        spectra: Callable[[nn.Module], dict[str, list[float]]] | None = None,
+    ) -> None:
         self.schedule = schedule
         self.collector = SignalCollector()
         self.units = schedule.units()
-        self.policy = Reallocation(schedule.performance_model, self.units, schedule.budget_params, every, total_steps, min_gain)
+        kinds = (SPECTRAL_KIND,) if spectra is not None else (MODEL_KIND,)
+        self.policy = Reallocation(
+            schedule.performance_model, self.units, schedule.budget_params, every, total_steps, min_gain, kinds
+        )
+        self.spectra = spectra
         self.seed = seed
         self.events: list[dict[str, Any]] = []
 
@@ -177,7 +247,8 @@ class HydraRankReallocator:
         self.collector.on_step_end(step, loss, model)
         if not self.policy.due(step):
             return
-        decision = self.policy.decide(step, self.current(), self.collector.signals())
+        reads = self.spectra(model) if self.spectra is not None else self.collector.signals()
+        decision = self.policy.decide(step, self.current(), reads)
         event = decision.event(self.schedule.budget_params)
         self.events.append(event)
         if not decision.applied:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from ...core.errors import ConfigError
 
+MODELS = ("logrank", "spectral")
+PROBE_STARTS = ("warmup", "fresh")
+
 
 @dataclass
 class HydraRankConfig:
@@ -30,6 +33,31 @@ class HydraRankConfig:
             "leave-one-out error over the probes (measured no better on the rank benchmark: benchmarks/README.md)."
         },
     )
+    model: str = field(
+        default="logrank",
+        metadata={
+            "help": "Performance model: 'logrank' (one gradient signal per slot; the phones' re-allocation reads it) "
+            "or 'spectral' (each slot's gradient spectrum, measured again at every re-allocation point)."
+        },
+    )
+    spectrum_batches: int = field(
+        default=4, metadata={"help": "Batches whose summed gradient gives each slot's spectrum (model='spectral')."}
+    )
+    probe_from: str = field(
+        default="warmup",
+        metadata={
+            "help": "Where probe runs start: 'warmup' (the warm-up's trained adapters; a configuration that shrinks a "
+            "slot loses what its columns learnt) or 'fresh' (the adapters before the warm-up: every configuration "
+            "starts alike)."
+        },
+    )
+    verify: bool = field(
+        default=False,
+        metadata={
+            "help": "Probe the model's proposal once more from the warm-up state and plan uniform rank (no "
+            "re-allocation) when its validation loss is above uniform rank's probe."
+        },
+    )
     min_rank: int = field(
         default=1, metadata={"help": "Smallest rank of any slot (keeps every slot's signal alive)."}
     )
@@ -44,7 +72,7 @@ class HydraRankConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the probe configurations and batches."})
 
     def __post_init__(self) -> None:
-        for name in ("warmup_steps", "probes", "probe_steps", "probe_batch_size", "probe_val"):
+        for name in ("warmup_steps", "probes", "probe_steps", "probe_batch_size", "probe_val", "spectrum_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r}; expected an integer >= 1.")
@@ -54,6 +82,12 @@ class HydraRankConfig:
             raise ConfigError(
                 f"ridge={self.ridge}; expected a positive number, or None to choose it by leave-one-out."
             )
+        if self.probe_from not in PROBE_STARTS:
+            raise ConfigError(f"probe_from={self.probe_from!r}; expected one of {', '.join(PROBE_STARTS)}.")
+        if self.model not in MODELS:
+            raise ConfigError(f"model={self.model!r}; expected one of {', '.join(MODELS)}.")
+        if self.model == "spectral" and self.ridge is None:
+            raise ConfigError("ridge=None (leave-one-out) is for model='logrank'; give the spectral model a ridge strength.")
         if self.min_rank < 0:
             raise ConfigError(f"min_rank={self.min_rank}; expected >= 0.")
         if self.reallocate_every is not None and self.reallocate_every < 0:
