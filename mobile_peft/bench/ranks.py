@@ -161,10 +161,7 @@ def _one_run(
                 "spearman_in_sample": perf["fit"]["spearman_in_sample"],
                 "spearman_loo": perf["fit"]["spearman_loo"],
                 "probes": perf["fit"]["probes"],
-                **({"verified": perf["verified"]} if "verified" in perf else {}),
             }
-        elif method == "hydra-rank":  # verify=True found the proposal worse than uniform rank
-            row["planned_uniform"] = True
     result_eval = evaluate(model, eval_ds)
     row.update(accuracy=result_eval.accuracy, eval_loss=result_eval.loss)
     row["wall_s"] = round(row["wall_s"], 2)

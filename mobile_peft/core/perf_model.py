@@ -35,8 +35,10 @@ as above (the marginal gain of rank ``r + 1`` is ``-w_g * sigma_{r+1}^2 / Z``). 
 sample on the ``tiny`` rank setup (:mod:`mobile_peft.bench.perf_model`, 3 tasks x 3 seeds, 6
 probes fitted, 10 held-out configurations) it ranks them no better than the log-rank model
 (Spearman LoRA +0.46 vs +0.45, Hydra +0.63 vs +0.67; benchmarks/results/perf_model.md), so
-``hydra-rank`` keeps the log-rank model; on-device re-allocation reads log-rank models only (its
-per-step signals are RMS values).
+``hydra-rank`` keeps the log-rank model by default; ``hydra-rank`` with ``model="spectral"`` plans
+with this one (and measures the spectra again at each re-allocation point), measured no better on
+LoRA and far worse on Hydra adapters (benchmarks/README.md). On-device re-allocation reads log-rank
+models only (its per-step signals are RMS values).
 """
 
 from __future__ import annotations

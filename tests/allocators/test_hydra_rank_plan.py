@@ -1,4 +1,4 @@
-"""``hydra-rank``'s plan: the spectral performance model and the check of the proposal against uniform rank."""
+"""``hydra-rank`` with the spectral performance model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from mobile_peft.allocators import BUDGET_TOLERANCE, budget_from_rank, get_allocator, train_with_allocator
-from mobile_peft.allocators.hydra_rank import allocator as hydra_rank
 from mobile_peft.core.errors import ConfigError
 from mobile_peft.core.perf_model import SPECTRAL_KIND, propose_allocation
 from mobile_peft.core.schedule import ranks_to_units
@@ -37,26 +36,3 @@ def test_spectral_hydra_rank_plans_replayably_and_reallocates(adapted, small_dat
     with pytest.raises(ConfigError, match="spectral"):
         allocator.session(adapted(adapter), dataclasses.replace(run.schedule, phases=run.schedule.phases[:1]), 4)
 
-
-@pytest.mark.parametrize("proposal_loss", [0.5, 9.0])
-def test_verify_plans_uniform_rank_when_the_proposal_probes_worse(adapted, small_data, fast_options, monkeypatch, proposal_loss):
-    """``verify=True`` probes the model's proposal once more: kept (with both losses recorded) when
-    its validation loss is at most uniform rank's probe, else the plan is uniform rank with no model
-    (so nothing re-allocates). The probe losses are set here so both branches are exercised."""
-    probes = fast_options["hydra-rank"]["probes"]
-    losses = iter([1.0 + 0.1 * j for j in range(probes)] + [proposal_loss])  # probe 0 is uniform rank
-    monkeypatch.setattr(hydra_rank, "_eval_loss", lambda model, dataset: next(losses))
-    model = adapted("hydra")
-    budget = budget_from_rank(model, 2)
-    allocator = get_allocator("hydra-rank", **fast_options["hydra-rank"], verify=True)
-    schedule = allocator.plan(model, *small_data, budget)
-    assert next(losses, None) is None, "one probe per configuration, then one for the proposal"
-    uniform = get_allocator("uniform").plan(model, *small_data, budget)
-    if proposal_loss < 1.0:
-        assert schedule.performance_model["verified"] == {"proposal_loss": 0.5, "uniform_loss": 1.0}
-        assert schedule.phases[0].ranks != uniform.phases[0].ranks
-    else:
-        assert schedule.performance_model is None
-        assert schedule.phases[0].ranks == uniform.phases[0].ranks
-        session = allocator.session(model, schedule, total_steps=6, train_ds=small_data[0])
-        assert not [c for c in session.callbacks if isinstance(c, hydra_rank.HydraRankReallocator)]

@@ -96,7 +96,6 @@ class HydraRankAllocator(Allocator):
 
         uniform = UniformAllocator().plan(work, train_ds, eval_ds, budget)
         uniform.apply(work, 0)
-        fresh = {k: v.detach().clone() for k, v in work.state_dict().items()} if cfg.probe_from == "fresh" else None
         collector = SignalCollector()
         warm = TrainConfig(steps=cfg.warmup_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed)
         train(work, probe_train, warm, callbacks=[collector])
@@ -106,21 +105,18 @@ class HydraRankAllocator(Allocator):
             reads = self._spectra(work, probe_train)
         else:
             reads = signals
-        state = fresh or {k: v.detach().clone() for k, v in work.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in work.state_dict().items()}
         # 2) probe runs: budget-feasible configurations that stress different groups
         configs = self._probe_configs(reads, units, budget, uniform)
-
-        def probe(ranks: dict[str, int]) -> float:
-            """Validation loss after ``probe_steps`` at ``ranks`` from ``state`` (same batches every time)."""
-            work.load_state_dict(state)
-            self._apply_units(work, ranks, previous=None)
-            steps = TrainConfig(steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1)
-            train(work, probe_train, steps)
-            return _eval_loss(work, probe_val)
-
         losses = []
         for j, ranks in enumerate(configs):
-            losses.append(probe(ranks))
+            work.load_state_dict(state)
+            self._apply_units(work, ranks, previous=None)
+            probe = TrainConfig(
+                steps=cfg.probe_steps, batch_size=cfg.probe_batch_size, lr=cfg.lr, seed=cfg.seed + 1
+            )
+            train(work, probe_train, probe)
+            losses.append(_eval_loss(work, probe_val))
             logger.info("hydra-rank probe %d/%d: val loss %.4f", j + 1, len(configs), losses[-1])
         # 3) fit the performance model and search
         fit = fit_spectral_model if spectral else fit_performance_model
@@ -139,16 +135,6 @@ class HydraRankAllocator(Allocator):
             perf["fit"]["spearman_in_sample"],
             perf["fit"]["spearman_loo"],
         )
-        if cfg.verify:  # 4) the proposal against uniform rank (probe 0), trained the same way
-            proposed = probe(best)
-            if proposed > losses[0]:
-                logger.info(
-                    "hydra-rank: the proposed allocation's probe loss %.4f is above uniform rank's %.4f: "
-                    "planning uniform rank, without re-allocation", proposed, losses[0],
-                )
-                best, perf = configs[0], None
-            else:
-                perf["verified"] = {"proposal_loss": round(proposed, 5), "uniform_loss": round(losses[0], 5)}
         schedule = schedule_from_ranks(model, self.name, adapter_kind(model), budget, units_to_ranks(best))
         schedule.performance_model = perf
         return schedule.validate()

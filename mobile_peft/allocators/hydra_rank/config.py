@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from ...core.errors import ConfigError
 
 MODELS = ("logrank", "spectral")
-PROBE_STARTS = ("warmup", "fresh")
 
 
 @dataclass
@@ -43,21 +42,6 @@ class HydraRankConfig:
     spectrum_batches: int = field(
         default=4, metadata={"help": "Batches whose summed gradient gives each slot's spectrum (model='spectral')."}
     )
-    probe_from: str = field(
-        default="warmup",
-        metadata={
-            "help": "Where probe runs start: 'warmup' (the warm-up's trained adapters; a configuration that shrinks a "
-            "slot loses what its columns learnt) or 'fresh' (the adapters before the warm-up: every configuration "
-            "starts alike)."
-        },
-    )
-    verify: bool = field(
-        default=False,
-        metadata={
-            "help": "Probe the model's proposal once more from the warm-up state and plan uniform rank (no "
-            "re-allocation) when its validation loss is above uniform rank's probe."
-        },
-    )
     min_rank: int = field(
         default=1, metadata={"help": "Smallest rank of any slot (keeps every slot's signal alive)."}
     )
@@ -82,8 +66,6 @@ class HydraRankConfig:
             raise ConfigError(
                 f"ridge={self.ridge}; expected a positive number, or None to choose it by leave-one-out."
             )
-        if self.probe_from not in PROBE_STARTS:
-            raise ConfigError(f"probe_from={self.probe_from!r}; expected one of {', '.join(PROBE_STARTS)}.")
         if self.model not in MODELS:
             raise ConfigError(f"model={self.model!r}; expected one of {', '.join(MODELS)}.")
         if self.model == "spectral" and self.ridge is None:
