@@ -127,6 +127,16 @@ def test_gradient_spectra_open_every_column_without_changing_the_model():
         assert len(values) == 4 and values == sorted(values, reverse=True) and values[3] > 0
 
 
+# A spectral model (every group weighs the same): reads each unit's squared singular values.
+SPECTRAL_MODEL = {
+    "kind": perf_model.SPECTRAL_KIND,
+    "version": perf_model.SPECTRAL_VERSION,
+    "feature_names": list(perf_model.GROUPS),
+    "weights": [-1.0] * 5,
+    "intercept": 1.0,
+}
+
+
 def test_reallocation_refuses_a_model_it_cannot_feed():
     """Training-time re-allocation feeds per-step gradient RMS values: a spectral model (which reads
     spectra) or an unknown version is refused up front, naming what was given."""
@@ -135,24 +145,17 @@ def test_reallocation_refuses_a_model_it_cannot_feed():
     from mobile_peft.core.errors import ConfigError
 
     units = {"language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 2, "params_per_rank": 4}}
-    spectral = {
-        "kind": perf_model.SPECTRAL_KIND,
-        "version": perf_model.SPECTRAL_VERSION,
-        "feature_names": list(perf_model.GROUPS),
-        "weights": [-1.0] * 5,
-        "intercept": 1.0,
-    }
     with pytest.raises(ConfigError, match="spectral-ridge"):
-        realloc.Reallocation(spectral, units, 8, every=2, total_steps=8)
+        realloc.Reallocation(SPECTRAL_MODEL, units, 8, every=2, total_steps=8)
     with pytest.raises(ConfigError, match="logrank-ridge"):  # a caller that measures spectra only
         realloc.Reallocation(
-            {**spectral, "kind": perf_model.MODEL_KIND, "version": perf_model.MODEL_VERSION,
+            {**SPECTRAL_MODEL, "kind": perf_model.MODEL_KIND, "version": perf_model.MODEL_VERSION,
              "feature_names": list(perf_model.FEATURES), "weights": [-1.0] * 6},
             units, 8, every=2, total_steps=8, kinds=(perf_model.SPECTRAL_KIND,),
         )
     with pytest.raises(ConfigError, match="version 7"):
         realloc.Reallocation(
-            {**spectral, "kind": perf_model.MODEL_KIND, "version": 7}, units, 8, every=2, total_steps=8
+            {**SPECTRAL_MODEL, "kind": perf_model.MODEL_KIND, "version": 7}, units, 8, every=2, total_steps=8
         )
 
 
@@ -163,14 +166,7 @@ def test_a_spectral_reallocation_reads_spectra():
         "language_model.model.layers.0.mlp.up_proj::lora": {"r_max": 4, "params_per_rank": 4},
         "language_model.model.layers.0.self_attn.q_proj::lora": {"r_max": 4, "params_per_rank": 4},
     }
-    spectral = {
-        "kind": perf_model.SPECTRAL_KIND,
-        "version": perf_model.SPECTRAL_VERSION,
-        "feature_names": list(perf_model.GROUPS),
-        "weights": [-1.0] * 5,
-        "intercept": 1.0,
-    }
-    policy = realloc.Reallocation(spectral, units, 16, every=2, total_steps=8, min_gain=0.0,
+    policy = realloc.Reallocation(SPECTRAL_MODEL, units, 16, every=2, total_steps=8, min_gain=0.0,
                                   kinds=(perf_model.SPECTRAL_KIND,))
     spectra = {
         "language_model.model.layers.0.mlp.up_proj::lora": [1.0, 0.0, 0.0, 0.0],
