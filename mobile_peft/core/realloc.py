@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .perf_model import MODEL_KIND, check_model, predict_loss, propose_allocation
+from .perf_model import MODEL_KIND, SPECTRAL_KIND, check_model, predict_loss, propose_allocation
 
 __all__ = ["Decision", "RankSignals", "Reallocation", "gradient_spectrum", "grow_init", "rank_signal"]
 
 DEFAULT_DECAY = 0.8
 DEFAULT_MIN_GAIN = 0.002
+# What a caller feeds each model kind at a re-allocation point (:meth:`Reallocation.decide`).
+_FEEDS = {MODEL_KIND: "per-step gradient RMS values", SPECTRAL_KIND: "gradient spectra measured at that step"}
 
 
 def rank_signal(g_down: np.ndarray, g_up: np.ndarray, active: np.ndarray) -> float:
@@ -124,11 +126,10 @@ class Reallocation:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         if kind not in kinds:
+            fed = ", ".join(f"{k} (fed {_FEEDS[k]})" for k in kinds)
             raise ConfigError(
-                f"re-allocation here reads {' or '.join(kinds)} models (its signals are "
-                f"{'per-step gradient RMS values' if kinds == (MODEL_KIND,) else 'what those kinds read'}); "
-                f"this schedule's model is {kind}. Plan with the default hydra-rank model (model=logrank), or turn "
-                "re-allocation off."
+                f"re-allocation here reads {fed}; this schedule's model is {kind}. Plan with the default "
+                "hydra-rank model (model=logrank), or turn re-allocation off."
             )
         if every < 0:
             raise ConfigError(f"re-allocation every={every} steps; expected >= 0 (0 turns it off).")
