@@ -335,7 +335,6 @@ def rank_floor(
     budget: int,
     min_rank: int,
     per_module: bool = False,
-    gain: Mapping[str, Callable[[int], float]] | None = None,
 ) -> dict[str, int]:
     """The ranks an allocation keeps (unit -> ``min_rank``, capped by its ``r_max``; units without
     a floor left out): the first of these that takes at most :data:`MAX_FLOOR_SHARE` of the budget,
@@ -347,31 +346,26 @@ def rank_floor(
     * none.
 
     A floor of every unit would spend (nearly) the whole budget of Hydra's two slots per module at
-    a LoRA-rank-2 budget and leave nothing to move. ``gain``: breaks ties in the module floor
-    (None: the first slot in sorted order)."""
+    a LoRA-rank-2 budget and leave nothing to move."""
     costs = {u: (int(units[u]["r_max"]), int(units[u]["params_per_rank"])) for u in units}
     candidates = [{u: min(min_rank, r_max) for u, (r_max, _) in costs.items()}]
     if per_module:
-        candidates.append(_module_floor(gain, costs, min_rank))
+        candidates.append(_module_floor(costs, min_rank))
     for floor in candidates:
         if sum(r * costs[u][1] for u, r in floor.items()) <= budget * MAX_FLOOR_SHARE:
             return floor
     return {}
 
 
-def _module_floor(
-    gain: Mapping[str, Callable[[int], float]] | None, costs: Mapping[str, tuple[int, int]], min_rank: int
-) -> dict[str, int]:
+def _module_floor(costs: Mapping[str, tuple[int, int]], min_rank: int) -> dict[str, int]:
     """``min_rank`` on one slot per module: its cheapest (so at a LoRA-rank-2 budget the floor is
-    at most half of it), on a tie the one whose first rank buys the most predicted loss decrease,
-    then the first in sorted order."""
-    best: dict[str, tuple[int, float, str]] = {}
+    at most half of it), on a tie the first in sorted order."""
+    best: dict[str, tuple[int, str]] = {}
     for u in sorted(costs):
         module, _ = split_unit(u)
-        key = (-costs[u][1], float(gain[u](0)) if gain else 0.0, u)
-        if module not in best or key[:2] > best[module][:2]:
-            best[module] = key
-    return {u: min(min_rank, costs[u][0]) for _, _, u in best.values()}
+        if module not in best or costs[u][1] < best[module][0]:
+            best[module] = (costs[u][1], u)
+    return {u: min(min_rank, costs[u][0]) for _, u in best.values()}
 
 
 def marginal_gains(

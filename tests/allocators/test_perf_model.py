@@ -104,20 +104,17 @@ def test_a_min_rank_floor_that_would_eat_the_budget_is_dropped():
     assert pm.rank_floor(units, 2 * budget, 1) == dict.fromkeys(units, 1)
 
 
-def test_a_per_module_floor_keeps_the_cheaper_or_more_useful_slot():
+def test_a_per_module_floor_keeps_the_cheaper_slot():
     """``per_module`` (ARD's floor): where every slot would be too dear, one slot per module keeps
-    ``min_rank`` -- the cheaper one, on a tie the more useful one -- and a floor too dear even then
-    is dropped."""
-    units = _two_slot_units()
-    signals = {u: (2.0 if u.endswith("sequential") else 1.0) for u in units}
-    gain = pm.marginal_gains(PRIOR, signals, units)
+    ``min_rank`` -- the cheaper one, on a tie the first in sorted order -- and a floor too dear even
+    then is dropped."""
     parallel = {f"m{i}::parallel": 1 for i in range(4)}
     sequential = {f"m{i}::sequential": 1 for i in range(4)}
-    assert pm.rank_floor(units, 80, 1, per_module=True, gain=gain) == sequential  # tie: the more useful slot
-    assert pm.rank_floor(units, 80, 1, per_module=True) == parallel  # tie, no gain: sorted order
+    assert pm.rank_floor(_two_slot_units(), 80, 1, per_module=True) == parallel  # tie: sorted order
+    assert pm.rank_floor(_two_slot_units(seq_cost=5), 80, 1, per_module=True) == sequential  # the cheaper slot
     units = _two_slot_units(seq_cost=15)
-    assert pm.rank_floor(units, 100, 1, per_module=True, gain=gain) == parallel  # the cheaper slot
-    assert pm.rank_floor(units, 60, 1, per_module=True, gain=gain) == {}  # 40 > half of 60
+    assert pm.rank_floor(units, 100, 1, per_module=True) == parallel  # the cheaper slot
+    assert pm.rank_floor(units, 60, 1, per_module=True) == {}  # 40 > half of 60
 
 
 def test_ridge_chosen_by_leave_one_out(adapted):

@@ -123,10 +123,11 @@ class HydraRankAllocator(Allocator):
         perf = fit(configs, losses, reads, units, ridge=cfg.ridge)
         perf["probe_losses"] = [round(v, 5) for v in losses]
         perf["min_rank"] = cfg.min_rank
-        perf["plan_signals"] = {u: round(v, 6) for u, v in sorted(signals.items())}
+        # What the plan read, rounded as serialised; the search reads it so a device replays it exactly.
         if spectral:
             perf["plan_spectra"] = {u: [float(f"{v:.6g}") for v in e] for u, e in sorted(reads.items())}
-        # Search with the serialised (rounded) model and signals: a device replays it exactly.
+        else:
+            perf["plan_signals"] = {u: round(v, 6) for u, v in sorted(signals.items())}
         best = propose_allocation(
             perf["plan_spectra" if spectral else "plan_signals"], perf, units, budget, min_rank=cfg.min_rank
         )
@@ -139,9 +140,9 @@ class HydraRankAllocator(Allocator):
         schedule.performance_model = perf
         return schedule.validate()
 
-    def _spectra(self, model: nn.Module, dataset: Any, seed_offset: int = 7) -> dict[str, list[float]]:
+    def _spectra(self, model: nn.Module, dataset: Any) -> dict[str, list[float]]:
         cfg = self.config
-        return gradient_spectra(model, dataset, cfg.spectrum_batches, cfg.probe_batch_size, cfg.seed + seed_offset)
+        return gradient_spectra(model, dataset, cfg.spectrum_batches, cfg.probe_batch_size, cfg.seed + 7)
 
     def _probe_configs(self, reads, units, budget, uniform: RankSchedule) -> list[dict[str, int]]:
         """Uniform, the model's prior's proposal (every group weighs the same), then proposals of
