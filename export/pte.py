@@ -5,6 +5,7 @@ Stages, each callable alone::
 
     capture(wrapper, inputs)        torch.export.export(strict=False)       -> ExportedProgram
     joint_graph(ep)                 _export_forward_backward + op rewrites  -> joint ExportedProgram
+    core_aten(ep)                   the eval program in functional core ATen (one retrace)
     recompute_frozen(joint)         frozen-weight values recomputed in the backward (memory)
     simplify(ep)                    value-preserving rewrites (portable-kernel time)
     lower({method: ep}, xnnpack)    to_edge_transform_and_lower (XNNPACK)   -> EdgeProgramManager
@@ -38,7 +39,7 @@ import torch
 from mobile_peft.core import contract
 from mobile_peft.core.errors import MissingExtraError
 
-from . import _delegate_passes, _fuse, _retrace
+from . import _delegate_passes, _edge_passes, _fuse, _retrace
 from ._recompute import recompute_activations, recompute_frozen
 from ._rewrites import simplify
 
@@ -46,6 +47,7 @@ __all__ = [
     "PteOptions",
     "PteTrainer",
     "capture",
+    "core_aten",
     "export_pte",
     "joint_graph",
     "lower",
@@ -99,6 +101,15 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
     joint = _export_forward_backward(ep)
     _rewrite_empty_permuted(joint)
     return joint
+
+
+def core_aten(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Stage 2 for the eval method: functional core ATen in one retrace, as the joint graph
+    already is. Lowering a captured program retraces it twice (functionalise, then decompose all
+    but the partitioner's ops: 30 + 31 s for the ``smolvlm-256m`` eval method's 7,888 nodes);
+    lowering one in core ATen retraces it no more (:mod:`._retrace`). Its linears become
+    ``addmm``/``mm``, which XNNPACK takes as the joint graph's."""
+    return ep.run_decompositions(torch.export.default_decompositions())
 
 
 # What goes to XNNPACK (partitioner config class names). The matrix multiplies first: measured on
@@ -167,8 +178,9 @@ def lower(
     re-generating the whole graph per delegate (:mod:`._fuse`: time linear in the graph), skip the
     partitioner's decomposition check where it has nothing to check
     (:meth:`._partition.LinearTimeXnnpackPartitioner.ops_to_not_decompose`), and run XNNPACK's
-    per-delegate passes only where they change something (:mod:`._delegate_passes`), and skip the
-    functionalisation retrace of a program that is already functional (:mod:`._retrace`). False runs
+    per-delegate passes only where they change something (:mod:`._delegate_passes`), skip the
+    functionalisation retrace of a program that is already functional (:mod:`._retrace`), and run
+    the edge dialect's per-node passes fused into fewer retraces (:mod:`._edge_passes`). False runs
     ExecuTorch's own lowering, for comparison. ``xnnpack_ops``: the XNNPACK partitioner configs
     that delegate, by class name (default :data:`XNNPACK_OPS`; :data:`MATMUL_OPS`: matmuls only).
     ``keep_order`` (with ``fast``): fusing keeps the graph's node order where it can
@@ -191,6 +203,7 @@ def lower(
             shortcuts.enter_context(_fuse.fast_fusion(stable=keep_order))
             shortcuts.enter_context(_delegate_passes.only_changing_passes())
             shortcuts.enter_context(_retrace.skip_functional_retrace())
+            shortcuts.enter_context(_edge_passes.fused_edge_passes())
         return to_edge_transform_and_lower(programs, partitioner=[partitioner], compile_config=config)
 
 
@@ -224,12 +237,12 @@ def export_pte(
     out_dir: str | Path,
     options: PteOptions = PteOptions(),
 ) -> dict[str, Any]:
-    """capture -> joint graph -> (:func:`recompute_frozen`, :func:`simplify`,
+    """capture -> joint graph (train), core ATen (eval) -> (:func:`recompute_frozen`, :func:`simplify`,
     :func:`recompute_activations`) -> lower -> serialise, as ``options`` say; returns what the
     manifest records."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
-    evaluation = capture(eval_module, eval_inputs)
+    evaluation = core_aten(capture(eval_module, eval_inputs))
     if options.recompute_frozen:
         recompute_frozen(joint)
     if options.rewrites:

@@ -1,0 +1,134 @@
+"""The ATen-to-edge conversion with its per-node passes fused: three retraces of a method instead
+of eight.
+
+Why: ``to_edge_transform_and_lower`` turns each method into the edge dialect with a list of graph
+passes (``_generate_edge_program``). Seven of them are ``ExportPass`` subclasses that only
+override ``call_operator`` -- transpose normalisation, view ops made functional, Python scalars
+made tensors, symbolic values made tensors, mixed-dtype arithmetic cast, ATen ops replaced by
+edge ops, memory formats replaced by dim orders -- and each one re-runs the whole method node by
+node with fake tensors to rebuild it, whether or not it changes anything (on the joint graph of
+``smolvlm-256m`` three of them change nothing). That interpretation is about a millisecond a
+node: on the full ``smolvlm-256m`` LoRA export (19,398 + 7,888 nodes) the edge conversion took
+246 s of the export, most of it these retraces.
+
+What this does: consecutive passes of that kind are run as one ``ExportPass`` whose
+``call_operator`` is each pass's in turn (a class whose bases are the passes' classes in order,
+so each pass's ``super().call_operator`` hands its result to the next pass, and the last one to
+``ExportPass``, which builds the node): every node the first pass emits reaches the second as it
+would have in a retrace of the first's output, so the graph is the same, built once. The passes
+between them that act on the whole graph (no-op removal, empty-tensor pruning, ...) stay where
+they are, which splits the seven into two fused passes. ``tests/export/test_fuse.py`` checks the
+``.pte`` bytes against ExecuTorch's own lowering.
+
+:func:`fused_edge_passes` makes ExecuTorch build its passes this way for one lowering, and only
+while its pass list is the one described here: a later ExecuTorch whose list holds a pass of
+another kind, or that builds it differently, is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+__all__ = ["fuse", "fused_edge_passes"]
+
+logger = logging.getLogger(__name__)
+
+_PROGRAM = "executorch.exir.program._program"
+
+# ExportPass subclasses that override nothing but ``call_operator`` (and ``__init__``; ``call``
+# only to report whether they modified the graph), by module and class name.
+_FUSABLE = frozenset(
+    {
+        ("executorch.exir.passes.normalize_transpose_pass", "NormalizeTransposePass"),
+        ("executorch.exir.passes.replace_broken_ops_with_function_ops_pass", "ReplaceBrokenOpsWithFunctionalOpsPass"),
+        ("executorch.exir.passes.scalar_to_tensor_pass", "ScalarToTensorPass"),
+        ("executorch.exir.passes.sym_to_tensor_pass", "SymToTensorPass"),
+        ("executorch.exir.passes.remove_mixed_type_operators", "RemoveMixedTypeOperators"),
+        ("executorch.exir.passes.replace_aten_with_edge_pass", "OpReplacePass"),
+        ("executorch.exir.passes.memory_format_ops_pass", "MemoryFormatOpsPass"),
+    }
+)
+
+
+def _unwrapped(p: Any) -> Any:
+    """The pass behind ExecuTorch's pass-manager wrapper (``functools.wraps`` keeps it)."""
+    return getattr(p, "__wrapped__", p)
+
+
+def _fusable(p: Any) -> bool:
+    cls = type(_unwrapped(p))
+    return (cls.__module__, cls.__qualname__) in _FUSABLE
+
+
+def fuse(passes: Sequence[Any]) -> Any:
+    """One ``ExportPass`` that applies ``passes`` (instances of :data:`_FUSABLE` classes) in
+    order, node by node, in a single retrace."""
+    classes = tuple(type(p) for p in passes)
+    if len(classes) == 1:
+        return passes[0]
+    name = "Fused[" + ",".join(c.__name__ for c in classes) + "]"
+    return type(name, classes, {})()
+
+
+def fuse_runs(passes: Sequence[Any]) -> list[Any]:
+    """``passes`` with every run of consecutive fusable passes replaced by one :func:`fuse`."""
+    out: list[Any] = []
+    run: list[Any] = []
+    for p in [*passes, None]:
+        if p is not None and _fusable(p):
+            run.append(_unwrapped(p))
+            continue
+        if run:
+            out.append(fuse(run))
+            run = []
+        if p is not None:
+            out.append(p)
+    return out
+
+
+class _Applied:
+    """Stands in for a pass already applied inside a fused one: returns the graph unchanged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, graph_module: Any) -> Any:
+        from torch.fx.passes.infra.pass_base import PassResult
+
+        return PassResult(graph_module, False)
+
+
+@contextlib.contextmanager
+def fused_edge_passes() -> Iterator[bool]:
+    """Within the block, ExecuTorch's ATen-to-edge passes run fused (see the module docstring);
+    yields whether they do. ``_generate_edge_program`` runs the list ``_get_aten_to_edge_passes``
+    returns, then ``OpReplacePass`` and, unless the config skips dim orders,
+    ``MemoryFormatOpsPass``: the list handed back holds those two at its end, fused with the
+    passes before them, and the two names stand for no-ops until the block ends."""
+    program = importlib.import_module(_PROGRAM)
+    upstream = program._get_aten_to_edge_passes
+    op_replace, memory_format = program.OpReplacePass, program.MemoryFormatOpsPass
+    expected = {(c.__module__, c.__qualname__) for c in (op_replace, memory_format)}
+    if not expected <= _FUSABLE or getattr(upstream, "__module__", None) != _PROGRAM:
+        logger.debug("ExecuTorch's edge passes are not the expected ones; not fusing")
+        yield False
+        return
+
+    @functools.wraps(upstream)
+    def get_passes(config: Any) -> Any:
+        pre, post = upstream(config)
+        tail = [op_replace()] + ([] if config._skip_dim_order else [memory_format()])
+        return fuse_runs([*pre, *tail]), post
+
+    program._get_aten_to_edge_passes = get_passes
+    program.OpReplacePass = program.MemoryFormatOpsPass = _Applied
+    try:
+        yield True
+    finally:
+        program._get_aten_to_edge_passes = upstream
+        program.OpReplacePass, program.MemoryFormatOpsPass = op_replace, memory_format

@@ -1,0 +1,79 @@
+"""ExecuTorch's per-node edge passes fused into fewer retraces build the same edge program
+(export/_edge_passes.py); the whole ``.pte`` is compared in ``test_fuse.py``."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mobile_peft.export import _edge_passes
+from mobile_peft.export.formats import _io
+from mobile_peft.export.wrappers import TrainingWrapper
+
+from .conftest import BATCH
+
+pytest.importorskip("executorch")
+
+
+def _names(passes):
+    return [getattr(p, "__wrapped__", p).__class__.__name__ for p in passes]
+
+
+def test_runs_of_per_node_passes_become_one_pass_each():
+    from executorch.exir import EdgeCompileConfig
+    from executorch.exir.program import _program
+
+    with _edge_passes.fused_edge_passes() as fused:
+        assert fused
+        pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
+    names = _names(pre)
+    assert "Fused[NormalizeTransposePass,ReplaceBrokenOpsWithFunctionalOpsPass,ScalarToTensorPass,SymToTensorPass]" in names
+    assert names[-1] == "Fused[RemoveMixedTypeOperators,OpReplacePass,MemoryFormatOpsPass]"
+    # the whole-graph passes between them keep their places
+    assert names.index("RemoveNoopPass") == names.index(names[-1]) - 4
+    unfused, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
+    assert _names(unfused)[-1] == "RemoveMixedTypeOperators"
+
+
+def test_restores_executorch_and_leaves_another_pass_list_alone():
+    from executorch.exir.program import _program
+
+    original = (_program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass)
+    with _edge_passes.fused_edge_passes():
+        assert _program.OpReplacePass is not original[1]
+    assert (_program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass) == original
+
+    _program.OpReplacePass = type("OpReplacePass", (), {})  # a later ExecuTorch with another pass
+    try:
+        with _edge_passes.fused_edge_passes() as fused:
+            assert not fused
+            assert _program._get_aten_to_edge_passes is original[0]
+    finally:
+        _program.OpReplacePass = original[1]
+
+
+def _signature(ep):
+    rows = []
+    for node in ep.graph.nodes:
+        val = node.meta.get("val")
+        rows.append((node.name, node.op, str(node.target), str(node.args), str(node.kwargs), str(getattr(val, "shape", val))))
+    return rows, sorted(ep.constants), [str(s) for s in ep.graph_signature.input_specs]
+
+
+def test_fused_edge_program_equals_executorchs(lora_model):
+    """The joint training graph in the edge dialect, with and without fusing: the same nodes,
+    names, arguments, shapes, constants and signature."""
+    from executorch.exir import EdgeCompileConfig
+    from executorch.exir.program import _program
+
+    from mobile_peft.export import pte
+
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    config = EdgeCompileConfig(_check_ir_validity=False)
+    want = _signature(_program._generate_edge_program(config, copy.deepcopy(joint)))
+    with _edge_passes.fused_edge_passes():
+        got = _signature(_program._generate_edge_program(config, joint))
+    assert got == want
