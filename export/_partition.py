@@ -44,6 +44,7 @@ partitioner; the linear/addmm/mm configs used for training match single ops.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any
 
@@ -57,7 +58,7 @@ from torch.fx.passes.infra.partitioner import Partition
 
 from mobile_peft.core.errors import ConfigError
 
-from . import _fuse
+from . import _fuse, _lookups
 from ._recompute import _bytes
 from ._rewrites import gelu_approximation
 
@@ -89,7 +90,7 @@ class LinearTimeXnnpackPartitioner(XnnpackPartitioner):
 
     ``fast``: hand the tagged program back on a :class:`~._fuse.DeferredCodeGraphModule`, so
     fusing each delegate does not regenerate the whole graph's Python source (see :mod:`._fuse`),
-    and skip the per-node decomposition check where it has nothing to check
+    partition with the whole-graph lookups computed once (:func:`._lookups.frozen_lookups`), and skip the per-node decomposition check where it has nothing to check
     (:meth:`ops_to_not_decompose`). False: ExecuTorch's own behaviour, for comparison.
     """
 
@@ -114,7 +115,8 @@ class LinearTimeXnnpackPartitioner(XnnpackPartitioner):
         return ops, check
 
     def partition(self, exported_program: Any) -> Any:
-        result = super().partition(exported_program)
+        with _lookups.frozen_lookups() if self.fast else contextlib.nullcontext():
+            result = super().partition(exported_program)
         if self.fast:
             _fuse.defer_codegen(result.tagged_exported_program)
         return result

@@ -117,8 +117,8 @@ def test_fast_fusion_swaps_only_torchs_function_and_restores_it():
 
 
 def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
-    """The joint training graph lowered with and without the fast path (in ExecuTorch's own node
-    order, ``keep_order=False``): identical .pte bytes. The skipped functionalisation retrace
+    """The joint training graph lowered and serialised with and without the fast paths (in
+    ExecuTorch's own node order, ``keep_order=False``): identical .pte bytes. The skipped functionalisation retrace
     changes the delegates' debug handles, so it has its own test (``test_retrace.py``)."""
     pytest.importorskip("executorch")
     from mobile_peft.export import _retrace, pte
@@ -130,6 +130,7 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
     digests = {}
     for fast in (True, False):
         joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
-        program, data = pte.serialise(pte.lower({"forward": joint}, fast=fast, keep_order=False), tmp_path / str(fast))
+        edge = pte.lower({"forward": joint}, fast=fast, keep_order=False)
+        program, data = pte.serialise(edge, tmp_path / str(fast), fast=fast)
         digests[fast] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (program, data)]
     assert digests[True] == digests[False]
