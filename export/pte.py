@@ -5,7 +5,6 @@ Stages, each callable alone::
 
     capture(wrapper, inputs)        torch.export.export(strict=False)       -> ExportedProgram
     joint_graph(ep)                 _export_forward_backward + op rewrites  -> joint ExportedProgram
-    core_aten(ep)                   the eval program in functional core ATen (one retrace)
     recompute_frozen(joint)         frozen-weight values recomputed in the backward (memory)
     simplify(ep)                    value-preserving rewrites (portable-kernel time)
     lower({method: ep}, xnnpack)    to_edge_transform_and_lower (XNNPACK)   -> EdgeProgramManager
@@ -47,7 +46,6 @@ __all__ = [
     "PteOptions",
     "PteTrainer",
     "capture",
-    "core_aten",
     "export_pte",
     "joint_graph",
     "lower",
@@ -101,15 +99,6 @@ def joint_graph(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgra
     joint = _export_forward_backward(ep)
     _rewrite_empty_permuted(joint)
     return joint
-
-
-def core_aten(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """Stage 2 for the eval method: functional core ATen in one retrace, as the joint graph
-    already is. Lowering a captured program retraces it twice (functionalise, then decompose all
-    but the partitioner's ops: 30 + 31 s for the ``smolvlm-256m`` eval method's 7,888 nodes);
-    lowering one in core ATen retraces it no more (:mod:`._retrace`). Its linears become
-    ``addmm``/``mm``, which XNNPACK takes as the joint graph's."""
-    return ep.run_decompositions(torch.export.default_decompositions())
 
 
 # What goes to XNNPACK (partitioner config class names). The matrix multiplies first: measured on
@@ -242,12 +231,12 @@ def export_pte(
     out_dir: str | Path,
     options: PteOptions = PteOptions(),
 ) -> dict[str, Any]:
-    """capture -> joint graph (train), core ATen (eval) -> (:func:`recompute_frozen`, :func:`simplify`,
+    """capture -> joint graph -> (:func:`recompute_frozen`, :func:`simplify`,
     :func:`recompute_activations`) -> lower -> serialise, as ``options`` say; returns what the
     manifest records."""
     _require_executorch()
     joint = joint_graph(capture(train_module, train_inputs))
-    evaluation = core_aten(capture(eval_module, eval_inputs))
+    evaluation = capture(eval_module, eval_inputs)
     if options.recompute_frozen:
         recompute_frozen(joint)
     if options.rewrites:
