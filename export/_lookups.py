@@ -12,8 +12,8 @@ so their cost is nodes x graph size:
 * XNNPACK's ``AddmmConfig.get_deps`` (``addmm`` and ``mm``) calls ``get_source_partitions`` on the
   whole graph for every matrix multiply it is asked about.
 
-Measured on the full ``smolvlm-256m`` LoRA export (19,398-node joint graph, 10,504-node eval graph;
-py-spy at 20 Hz): partitioning 212 s, of which ``get_source_partitions`` ~100 s and the signature
+Measured on the full ``smolvlm-256m`` LoRA export (19,398-node joint graph; py-spy at 20 Hz, with
+the eval method pre-decomposed to 10,504 nodes in that run): partitioning 212 s, of which ``get_source_partitions`` ~100 s and the signature
 maps ~45 s; memory planning 182 s, of which ``inputs_to_buffers`` 164 s.
 
 What this does: :func:`frozen_lookups` memoises both for the duration of a block in which the

@@ -90,7 +90,8 @@ class LinearTimeXnnpackPartitioner(XnnpackPartitioner):
 
     ``fast``: hand the tagged program back on a :class:`~._fuse.DeferredCodeGraphModule`, so
     fusing each delegate does not regenerate the whole graph's Python source (see :mod:`._fuse`),
-    partition with the whole-graph lookups computed once (:func:`._lookups.frozen_lookups`), and skip the per-node decomposition check where it has nothing to check
+    partition with the whole-graph lookups computed once (:func:`._lookups.frozen_lookups`), and
+    skip the per-node decomposition check where it has nothing to check
     (:meth:`ops_to_not_decompose`). False: ExecuTorch's own behaviour, for comparison.
     """
 
