@@ -6,8 +6,8 @@ passes (``_generate_edge_program``). Seven of them are ``ExportPass`` subclasses
 override ``call_operator`` -- transpose normalisation, view ops made functional, Python scalars
 made tensors, symbolic values made tensors, mixed-dtype arithmetic cast, ATen ops replaced by
 edge ops, memory formats replaced by dim orders -- and each one re-runs the whole method node by
-node with fake tensors to rebuild it, whether or not it changes anything (on the joint graph of
-``smolvlm-256m`` three of them change nothing). That interpretation is about a millisecond a
+node with fake tensors to rebuild it, whether or not it changes anything (on ``tiny``'s joint and
+eval graphs three of them changed nothing: transposes, broken views, symbolic values). That interpretation is about a millisecond a
 node: on the full ``smolvlm-256m`` LoRA export (19,398 + 7,888 nodes) the edge conversion took
 246 s of the export, most of it these retraces.
 
@@ -34,7 +34,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["fuse", "fused_edge_passes"]
+__all__ = ["fuse", "fuse_runs", "fused_edge_passes"]
 
 logger = logging.getLogger(__name__)
 

@@ -77,3 +77,25 @@ def test_fused_edge_program_equals_executorchs(lora_model):
     with _edge_passes.fused_edge_passes():
         got = _signature(_program._generate_edge_program(config, joint))
     assert got == want
+
+
+def test_frozen_lookups_memoise_within_the_block_and_restore_after():
+    """Inside the block a signature's name map is built once (the same object on every read);
+    after it, ExecuTorch's and torch's own functions and properties are back."""
+    from executorch.backends.xnnpack.partition.config import gemm_configs
+    from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec, TensorArgument
+
+    from mobile_peft.export import _lookups
+
+    signature = ExportGraphSignature(
+        input_specs=[InputSpec(InputKind.PARAMETER, TensorArgument("p_w"), "w")], output_specs=[]
+    )
+    property_before = ExportGraphSignature.__dict__["inputs_to_parameters"]
+    partitions_before = gemm_configs.get_source_partitions
+    with _lookups.frozen_lookups():
+        first = signature.inputs_to_parameters
+        assert first == {"p_w": "w"} and signature.inputs_to_parameters is first
+        assert gemm_configs.get_source_partitions is not partitions_before
+    assert signature.inputs_to_parameters is not signature.inputs_to_parameters  # rebuilt per read again
+    assert ExportGraphSignature.__dict__["inputs_to_parameters"] is property_before
+    assert gemm_configs.get_source_partitions is partitions_before

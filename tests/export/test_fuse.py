@@ -118,8 +118,9 @@ def test_fast_fusion_swaps_only_torchs_function_and_restores_it():
 
 def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
     """The joint training graph lowered and serialised with and without the fast paths (in
-    ExecuTorch's own node order, ``keep_order=False``): identical .pte bytes. The skipped functionalisation retrace
-    changes the delegates' debug handles, so it has its own test (``test_retrace.py``)."""
+    ExecuTorch's own node order, ``keep_order=False``): identical .pte bytes. The skipped
+    functionalisation retrace changes the delegates' debug handles, so it has its own test
+    (``test_retrace.py``)."""
     pytest.importorskip("executorch")
     from mobile_peft.export import _retrace, pte
 
