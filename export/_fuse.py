@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import heapq
 import logging
 import operator
@@ -173,21 +172,142 @@ def defer_codegen(program: Any) -> None:
     program._graph_module = deferred
 
 
+class _WindowedLegalizer:
+    """Stable legalisation after a fusion that re-sorts only the span the fusion disordered.
+
+    Why it is exact: ExecuTorch fuses a partition into a graph that is in a valid order (it was
+    legalised after the previous fusion), inserting the call and its ``getitem`` s after the last
+    member that has outside readers and erasing the members. Only nodes between the first and the
+    last (non-placeholder) member can then be out of order: everything before that window still
+    comes after its inputs, and everything after it reads only nodes before it. The stable order
+    (:func:`topological_order` ``stable``: of the ready nodes, the earliest in the graph) of such
+    a graph is the part before the window, then the stable order of the window alone, then the
+    rest -- so re-sorting the window gives what re-sorting the whole graph would. Users dicts are
+    re-sorted for the window's nodes, their inputs and the inputs of their readers, the only ones
+    the fusion or the re-sort changed. The
+    first legalisation of each graph is the whole-graph one (it also orders users dicts that no
+    window touches), and any window whose boundaries do not hold falls back to it."""
+
+    def __init__(self, fuse: Any) -> None:
+        self.fuse = fuse
+        self.window: tuple[torch.fx.Graph, Node, Node] | None = None
+        self.seen: set[int] = set()
+        self.local = 0  # legalisations done by window (for tests and the log)
+
+    def fuse_as_graphmodule(self, gm: GraphModule, nodes: list[Node], *args: Any, **kwargs: Any) -> Any:
+        body = [node for node in nodes if node.op != "placeholder"]
+        if body:
+            first = min(body, key=lambda node: node._sort_key)
+            last = max(body, key=lambda node: node._sort_key)
+            self.window = (gm.graph, first._prev, last._next)
+        else:
+            self.window = None
+        return self.fuse(gm, nodes, *args, **kwargs)
+
+    def __call__(self, gm: GraphModule) -> GraphModule:
+        window, self.window = self.window, None
+        if id(gm.graph) in self.seen and window is not None and window[0] is gm.graph:
+            if _legalize_window(window[1], window[2]):
+                self.local += 1
+                gm.recompile()
+                return gm
+        self.seen.add(id(gm.graph))
+        return legalize_in_place(gm, stable=True)
+
+
+def _before(node: Node, anchor: Node) -> bool:
+    """``node`` is ``anchor`` or comes before it (the root sentinel stands before everything)."""
+    return anchor.op != "root" and node._sort_key <= anchor._sort_key
+
+
+def _after(node: Node, anchor: Node) -> bool:
+    """``node`` is ``anchor`` or comes after it (the root sentinel stands after everything)."""
+    return anchor.op != "root" and node._sort_key >= anchor._sort_key
+
+
+def _legalize_window(start: Node, end: Node) -> bool:
+    """Stable-sort the nodes strictly between ``start`` and ``end`` in place; False (graph
+    untouched) when the span is not closed: a node in it reads a node after it, or is read by a
+    node before it, or the span has a cycle."""
+    if start._erased or end._erased:
+        return False
+    window: list[Node] = []
+    node = start._next
+    while node is not end:
+        if node.op == "root":
+            return False
+        window.append(node)
+        node = node._next
+    position = {node: i for i, node in enumerate(window)}
+    indeg = dict.fromkeys(window, 0)
+    for node in window:
+        for source in node.all_input_nodes:
+            if source not in position and not _before(source, start):
+                return False
+        for user in node.users:
+            if user in position:
+                indeg[user] += 1
+            elif not _after(user, end):
+                return False
+    ready = [position[node] for node in window if indeg[node] == 0]
+    heapq.heapify(ready)
+    order: list[Node] = []
+    while ready:
+        current = window[heapq.heappop(ready)]
+        order.append(current)
+        for user in current.users:
+            if user in indeg:
+                indeg[user] -= 1
+                if indeg[user] == 0:
+                    heapq.heappush(ready, position[user])
+    if len(order) < len(window):
+        return False
+    cursor = start
+    for node in order:
+        if cursor._next is not node:
+            cursor.append(node)
+        cursor = node
+    # Readers of the fusion's outputs had an argument replaced, which re-registers them as the
+    # last user of each of their inputs; the window's own inputs gained the call as a user.
+    touched = set(window)
+    for node in window:
+        touched.update(node.all_input_nodes)
+        for user in node.users:
+            touched.update(user.all_input_nodes)
+    for node in touched:
+        if len(node.users) > 1:
+            ordered = sorted(node.users.items(), key=lambda item: item[0]._sort_key)
+            node.users.clear()
+            node.users.update(ordered)
+    return True
+
+
 @contextlib.contextmanager
 def fast_fusion(stable: bool = False) -> Iterator[bool]:
     """Within the block, ExecuTorch's delegate fusion legalises in place (keeping the graph's
-    order where it can with ``stable``). Yields whether the swap was made (False when ExecuTorch
-    no longer uses torch's ``legalize_graph`` there)."""
+    order where it can with ``stable``, and then re-sorting only the span each fusion disordered:
+    :class:`_WindowedLegalizer`). Yields whether the swap was made (False when ExecuTorch no
+    longer uses torch's ``legalize_graph`` and ``fuse_as_graphmodule`` there)."""
     from executorch.exir import lowered_backend_module as fusion
     from torch.fx.passes import tools_common
+    from torch.fx.passes.utils import fuser_utils
 
     original = getattr(fusion, "legalize_graph", None)
-    if original is not tools_common.legalize_graph:
+    fuse = getattr(fusion, "fuse_as_graphmodule", None)
+    if original is not tools_common.legalize_graph or fuse is not fuser_utils.fuse_as_graphmodule:
         logger.debug("ExecuTorch's fusion does not call torch's legalize_graph; leaving it as is")
         yield False
         return
-    fusion.legalize_graph = functools.partial(legalize_in_place, stable=stable) if stable else legalize_in_place
+    if stable:
+        windowed = _WindowedLegalizer(fuse)
+        fusion.legalize_graph = windowed
+        fusion.fuse_as_graphmodule = windowed.fuse_as_graphmodule
+    else:
+        fusion.legalize_graph = legalize_in_place
     try:
         yield True
     finally:
         fusion.legalize_graph = original
+        fusion.fuse_as_graphmodule = fuse
+        if stable:
+            logger.debug("fusion: %d of the legalisations re-sorted one window", windowed.local)

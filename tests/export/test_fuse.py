@@ -135,3 +135,47 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
         program, data = pte.serialise(edge, tmp_path / str(fast), fast=fast)
         digests[fast] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (program, data)]
     assert digests[True] == digests[False]
+
+
+def test_windowed_legalisation_gives_the_whole_graph_order(lora_model, monkeypatch):
+    """Each fusion while lowering the joint graph (``keep_order``): re-sorting only the window it
+    disordered leaves the nodes, and every users dict, exactly as the whole-graph stable
+    legalisation would; most fusions take that path."""
+    pytest.importorskip("executorch")
+    from mobile_peft.export import pte
+
+    checked = []
+    windowed = _fuse._legalize_window
+
+    def checking(start, end):
+        graph = start.graph
+        expected = _fuse.topological_order(graph, stable=True)
+        done = windowed(start, end)
+        if done:
+            assert list(graph.nodes) == expected
+            position = {node: i for i, node in enumerate(expected)}
+            for node in expected:
+                readers = [position[user] for user in node.users]
+                assert readers == sorted(readers), node
+            checked.append(len(expected))
+        return done
+
+    monkeypatch.setattr(_fuse, "_legalize_window", checking)
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    delegates = sum(
+        1
+        for node in pte.lower({"forward": joint}, keep_order=True).exported_program("forward").graph.nodes
+        if node.op == "call_function" and "call_delegate" in str(node.target)
+    )
+    assert delegates > 2 and len(checked) >= delegates - 1
+
+
+def test_window_that_is_not_closed_is_left_to_the_whole_graph():
+    """A span with a node that reads a node after it is not re-sorted alone (graph untouched)."""
+    gm = scrambled_dag(3)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    before = [n.name for n in gm.graph.nodes]
+    assert not _fuse._legalize_window(nodes[0]._prev, nodes[len(nodes) // 2])
+    assert [n.name for n in gm.graph.nodes] == before
