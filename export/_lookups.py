@@ -31,7 +31,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frozen_lookups", "memory_planning_pass"]
+__all__ = ["frozen_lookups", "memory_planning_pass", "no_stack_traces", "serialisation_lookups"]
 
 _SIGNATURE_MAPS = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants", "buffers_to_mutate")
 _GEMM_CONFIGS = "executorch.backends.xnnpack.partition.config.gemm_configs"
@@ -92,3 +92,81 @@ def memory_planning_pass() -> Any:
                 return super().run(graph_module, graph_signature)
 
     return FrozenLookupsMemoryPlanningPass()
+
+
+@contextlib.contextmanager
+def serialisation_lookups(edge: Any) -> Iterator[None]:
+    """Within the block (``to_executorch`` of ``edge``, an ``EdgeProgramManager``), what its
+    passes recompute per delegate or per placeholder is computed once:
+
+    * each XNNPACK delegate's program unlifted once. Every interpreting pass (spec propagation,
+      dim-order legalisation, ...) runs each ``executorch_call_delegate`` on fake tensors through
+      ``lowered_module.original_module.module()``, which unlifts the delegate's program into a new
+      ``GraphModule`` (graph copy and code generation) each time: 16 s of the full
+      ``smolvlm-256m`` LoRA export (py-spy). The delegates' programs do not change after
+      lowering, and running the unlifted module does not change it.
+    * the graph signature's name maps (:func:`frozen_lookups`) while spec propagation marks the
+      constant placeholders (``SpecPropPass.update_placeholder_tensor_specs``, 10.5 s) and while
+      the emitter writes the program (``emit_program``, 13.7 s): both only read the signature."""
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+    from executorch.exir.passes import spec_prop_pass
+    from executorch.exir.program import _program
+    from torch.export import ExportedProgram
+
+    delegates = {
+        id(lowered.original_module): lowered.original_module
+        for name in edge.methods
+        for lowered in get_lowered_backend_modules(edge.exported_program(name).graph_module)
+    }
+    unlifted: dict[int, Any] = {}
+    upstream_module = ExportedProgram.module
+
+    @functools.wraps(upstream_module)
+    def module(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or delegates.get(id(self)) is not self:
+            return upstream_module(self, *args, **kwargs)
+        if id(self) not in unlifted:
+            unlifted[id(self)] = upstream_module(self)
+        return unlifted[id(self)]
+
+    reading = {
+        (spec_prop_pass.SpecPropPass, "update_placeholder_tensor_specs"): None,
+        (_program, "emit_program"): None,
+    }
+    for owner, name in reading:
+        upstream = getattr(owner, name)
+        reading[owner, name] = upstream
+        setattr(owner, name, _within_frozen_lookups(upstream))
+    ExportedProgram.module = module
+    try:
+        yield
+    finally:
+        ExportedProgram.module = upstream_module
+        for (owner, name), upstream in reading.items():
+            setattr(owner, name, upstream)
+
+
+def _within_frozen_lookups(function: Any) -> Any:
+    @functools.wraps(function)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with frozen_lookups():
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+@contextlib.contextmanager
+def no_stack_traces() -> Iterator[None]:
+    """Within the block, tracing records no Python stack trace per graph node
+    (``torch.fx.config.do_not_emit_stack_traces``). Each one is a ``CapturedTraceback`` of the
+    tracer's own stack, 16.8 s of the full ``smolvlm-256m`` LoRA export (capture, joint graph and
+    the edge dialect's retraces); the ``.pte`` does not hold them (ExecuTorch emits stack traces
+    only with ``emit_stacktrace``, off), so they only served error messages about nodes."""
+    import torch.fx.config
+
+    before = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = before

@@ -99,3 +99,26 @@ def test_frozen_lookups_memoise_within_the_block_and_restore_after():
     assert signature.inputs_to_parameters is not signature.inputs_to_parameters  # rebuilt per read again
     assert ExportGraphSignature.__dict__["inputs_to_parameters"] is property_before
     assert gemm_configs.get_source_partitions is partitions_before
+
+
+def test_serialisation_unlifts_each_delegate_once_and_restores_after(lora_model):
+    """Inside the block each delegate's program unlifts to one module, read again on every call;
+    other programs, and every program after the block, unlift afresh."""
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+    from executorch.exir.passes.spec_prop_pass import SpecPropPass
+    from torch.export import ExportedProgram
+
+    from mobile_peft.export import _lookups, pte
+
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    edge = pte.lower({"forward": joint})
+    top = edge.exported_program("forward")
+    delegate = get_lowered_backend_modules(top.graph_module)[0].original_module
+    methods_before = (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs)
+    with _lookups.serialisation_lookups(edge):
+        assert delegate.module() is delegate.module()
+        assert top.module() is not top.module()
+    assert delegate.module() is not delegate.module()
+    assert (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs) == methods_before

@@ -13,7 +13,7 @@ import torch
 from torch.fx import Graph, GraphModule
 from torch.fx.passes.tools_common import legalize_graph
 
-from mobile_peft.export import _fuse
+from mobile_peft.export import _fuse, _lookups
 from mobile_peft.export.formats import _io
 from mobile_peft.export.wrappers import TrainingWrapper
 
@@ -117,8 +117,9 @@ def test_fast_fusion_swaps_only_torchs_function_and_restores_it():
 
 
 def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
-    """The joint training graph lowered and serialised with and without the fast paths (in
-    ExecuTorch's own node order, ``keep_order=False``): identical .pte bytes. The skipped
+    """The joint training graph traced, lowered and serialised with and without the fast paths (in
+    ExecuTorch's own node order, ``keep_order=False``; the fast one traced without stack traces):
+    identical .pte bytes. The skipped
     functionalisation retrace changes the delegates' debug handles, so it has its own test
     (``test_retrace.py``)."""
     pytest.importorskip("executorch")
@@ -130,9 +131,12 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
     inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
     digests = {}
     for fast in (True, False):
-        joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
-        edge = pte.lower({"forward": joint}, fast=fast, keep_order=False)
-        program, data = pte.serialise(edge, tmp_path / str(fast), fast=fast)
+        with _lookups.no_stack_traces() if fast else contextlib.nullcontext():
+            joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+            edge = pte.lower({"forward": joint}, fast=fast, keep_order=False)
+            program, data = pte.serialise(edge, tmp_path / str(fast), fast=fast)
+        traced = any("stack_trace" in node.meta for node in joint.graph.nodes)
+        assert traced is not fast
         digests[fast] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (program, data)]
     assert digests[True] == digests[False]
 
