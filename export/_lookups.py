@@ -18,8 +18,9 @@ maps ~45 s; memory planning 182 s, of which ``inputs_to_buffers`` 164 s.
 
 What this does: :func:`frozen_lookups` memoises both for the duration of a block in which the
 graph and its signature do not change -- the partitioner's ``partition`` (it only tags nodes)
-and memory planning's ``run`` (it only reads them) -- keyed by the object asked about, and forgets
-them when the block ends. The values are the ones ExecuTorch would compute (``tests/export/
+and memory planning's ``run`` (it only reads them; :func:`._planning.memory_planning_pass`) --
+keyed by the object asked about, and forgets them when the block ends. :func:`serialisation_lookups`
+applies it, and unlifts each delegate once, during ``to_executorch``. The values are the ones ExecuTorch would compute (``tests/export/
 test_fuse.py`` compares the ``.pte`` bytes with ExecuTorch's own lowering and serialisation).
 """
 
@@ -31,7 +32,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frozen_lookups", "memory_planning_pass", "no_stack_traces", "serialisation_lookups"]
+__all__ = ["frozen_lookups", "no_stack_traces", "serialisation_lookups"]
 
 _SIGNATURE_MAPS = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants", "buffers_to_mutate")
 _GEMM_CONFIGS = "executorch.backends.xnnpack.partition.config.gemm_configs"
@@ -79,49 +80,6 @@ def frozen_lookups() -> Iterator[None]:
         for name, prop in originals.items():
             setattr(ExportGraphSignature, name, prop)
         gemm.get_source_partitions = upstream_partitions
-
-
-@contextlib.contextmanager
-def _sizes_once() -> Iterator[None]:
-    """Within the block, each tensor spec's ``allocated_memory`` (a property that recomputes the
-    byte size from shape and dtype) is computed once per alignment: the greedy planner reads it
-    for every pair of overlapping allocations it compares (13 s of the full ``smolvlm-256m`` LoRA
-    export). Planning does not change shapes or dtypes; ``realign`` changes the alignment, which
-    is part of the key."""
-    from executorch.exir.tensor import TensorSpec
-
-    upstream = TensorSpec.__dict__["allocated_memory"]
-    sizes: dict[tuple[int, int], int] = {}
-    keep: list[Any] = []
-
-    @functools.wraps(upstream.fget)
-    def allocated_memory(self: Any) -> int:
-        key = (id(self), self.alignment)
-        size = sizes.get(key)
-        if size is None:
-            keep.append(self)
-            size = sizes[key] = upstream.fget(self)
-        return size
-
-    TensorSpec.allocated_memory = property(allocated_memory)
-    try:
-        yield
-    finally:
-        TensorSpec.allocated_memory = upstream
-
-
-def memory_planning_pass() -> Any:
-    """ExecuTorch's default ``MemoryPlanningPass`` whose ``run`` reads the graph signature through
-    :func:`frozen_lookups` and each tensor's size once (:func:`_sizes_once`); everything else is
-    the default pass's, so the plan is the same."""
-    from executorch.exir.passes import MemoryPlanningPass
-
-    class FrozenLookupsMemoryPlanningPass(MemoryPlanningPass):
-        def run(self, graph_module: Any, graph_signature: Any = None) -> Any:
-            with frozen_lookups(), _sizes_once():
-                return super().run(graph_module, graph_signature)
-
-    return FrozenLookupsMemoryPlanningPass()
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ import torch
 from mobile_peft.core import contract
 from mobile_peft.core.errors import MissingExtraError
 
-from . import _delegate_passes, _edge_passes, _fuse, _lookups, _retrace
+from . import _delegate_passes, _edge_passes, _fuse, _lookups, _planning, _retrace
 from ._recompute import recompute_activations, recompute_frozen
 from ._rewrites import simplify
 
@@ -200,7 +200,8 @@ def serialise(edge: Any, out_dir: str | Path, fast: bool = True) -> tuple[Path, 
     """Stage 4: write :data:`~.contract.PTE_FILE` and :data:`~.contract.PTD_FILE` (only the
     trainable tensors, ``external_mutable_weights``) into ``out_dir``. ``fast``: the same bytes
     in less time -- memory planning reads the graph signature's name maps once instead of once
-    per tensor (:func:`._lookups.memory_planning_pass`), each delegate's program is unlifted once
+    per tensor, and the greedy plan indexes each arena slot's allocations
+    (:func:`._planning.memory_planning_pass`), each delegate's program is unlifted once
     and spec propagation and emission read the signature's name maps once
     (:func:`._lookups.serialisation_lookups`); False: ExecuTorch's own passes."""
     from executorch.exir import ExecutorchBackendConfig
@@ -209,7 +210,7 @@ def serialise(edge: Any, out_dir: str | Path, fast: bool = True) -> tuple[Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     config = ExecutorchBackendConfig(external_mutable_weights=True)
     if fast:
-        config.memory_planning_pass = _lookups.memory_planning_pass()
+        config.memory_planning_pass = _planning.memory_planning_pass()
     with _lookups.serialisation_lookups(edge) if fast else contextlib.nullcontext():
         program = edge.to_executorch(config=config)
     pte = out_dir / contract.PTE_FILE
