@@ -23,6 +23,8 @@ they are, which splits the seven into two fused passes. ``tests/export/test_fuse
 :func:`fused_edge_passes` makes ExecuTorch build its passes this way for one lowering, and only
 while its pass list is the one described here: a later ExecuTorch whose list holds a pass of
 another kind, or that builds it differently, is left alone.
+
+:func:`idle_dim_order_pass_skipped` does the same for one pass of the edge-to-ExecuTorch list.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["fuse", "fuse_runs", "fused_edge_passes"]
+__all__ = ["fuse", "fuse_runs", "fused_edge_passes", "idle_dim_order_pass_skipped"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +134,58 @@ def fused_edge_passes() -> Iterator[bool]:
     finally:
         program._get_aten_to_edge_passes = upstream
         program.OpReplacePass, program.MemoryFormatOpsPass = op_replace, memory_format
+
+
+@contextlib.contextmanager
+def idle_dim_order_pass_skipped() -> Iterator[bool]:
+    """Within the block (``to_executorch``), ExecuTorch's ``LegalizePortableDimOrderPass`` is not
+    run on a method it would leave as it is; yields whether the check is installed.
+
+    Why: the pass inserts a contiguous dim-order copy before the five ops whose portable kernels
+    need one (``expand_copy``, ``sum.dim_IntList``, ``mean.dim``, two poolings) when their first
+    input is in another dim order; to find them it retraces the whole method with fake tensors,
+    running every delegate again: 27 s of the full ``smolvlm-256m`` LoRA export (py-spy), for a
+    graph whose inputs to those ops are all contiguous. Its decision reads only the input's
+    ``dim_order()``, which each node's ``val`` already holds, so the check is made on the graph
+    as it stands and the pass runs whenever one of those inputs is not in the default order (or
+    is not a traced tensor, or the graph has subgraphs); otherwise the method goes on unchanged.
+    ``tests/export/test_fuse.py`` checks the ``.pte`` bytes against ExecuTorch's own passes."""
+    program = importlib.import_module(_PROGRAM)
+    upstream = getattr(program, "LegalizePortableDimOrderPass", None)
+    if upstream is None or not hasattr(upstream, "_target_ops"):
+        logger.debug("ExecuTorch's dim-order legalisation is not the expected pass; running it as is")
+        yield False
+        return
+
+    class OnlyWhereNeeded(upstream):
+        def call(self, graph_module: Any) -> Any:
+            if _legalisation_needed(graph_module, upstream._target_ops):
+                return super().call(graph_module)
+            from torch.fx.passes.infra.pass_base import PassResult
+
+            return PassResult(graph_module, False)
+
+    program.LegalizePortableDimOrderPass = OnlyWhereNeeded
+    try:
+        yield True
+    finally:
+        program.LegalizePortableDimOrderPass = upstream
+
+
+def _legalisation_needed(graph_module: Any, targets: Any) -> bool:
+    """Whether ``LegalizePortableDimOrderPass`` could insert a copy in ``graph_module``."""
+    import torch
+    from torch.fx import GraphModule, Node
+
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and isinstance(getattr(graph_module, node.target, None), GraphModule):
+            return True  # a control-flow subgraph: let the pass walk it
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        source = node.args[0] if node.args else None
+        value = source.meta.get("val") if isinstance(source, Node) else None
+        if not isinstance(value, torch.Tensor):
+            return True
+        if tuple(int(d) for d in value.dim_order()) != tuple(range(value.dim())):
+            return True
+    return False

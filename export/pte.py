@@ -203,7 +203,9 @@ def serialise(edge: Any, out_dir: str | Path, fast: bool = True) -> tuple[Path, 
     per tensor, and the greedy plan indexes each arena slot's allocations
     (:func:`._planning.memory_planning_pass`), each delegate's program is unlifted once
     and spec propagation and emission read the signature's name maps once
-    (:func:`._lookups.serialisation_lookups`); False: ExecuTorch's own passes."""
+    (:func:`._lookups.serialisation_lookups`), and the dim-order legalisation retraces a method
+    only when it would insert a copy (:func:`._edge_passes.idle_dim_order_pass_skipped`); False:
+    ExecuTorch's own passes."""
     from executorch.exir import ExecutorchBackendConfig
 
     out_dir = Path(out_dir)
@@ -211,7 +213,10 @@ def serialise(edge: Any, out_dir: str | Path, fast: bool = True) -> tuple[Path, 
     config = ExecutorchBackendConfig(external_mutable_weights=True)
     if fast:
         config.memory_planning_pass = _planning.memory_planning_pass()
-    with _lookups.serialisation_lookups(edge) if fast else contextlib.nullcontext():
+    with contextlib.ExitStack() as shortcuts:
+        if fast:
+            shortcuts.enter_context(_lookups.serialisation_lookups(edge))
+            shortcuts.enter_context(_edge_passes.idle_dim_order_pass_skipped())
         program = edge.to_executorch(config=config)
     pte = out_dir / contract.PTE_FILE
     pte.write_bytes(program.buffer)

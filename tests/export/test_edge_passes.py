@@ -122,3 +122,33 @@ def test_serialisation_unlifts_each_delegate_once_and_restores_after(lora_model)
         assert top.module() is not top.module()
     assert delegate.module() is not delegate.module()
     assert (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs) == methods_before
+
+    # the dim-order legalisation has ops to look at in this graph, and nothing to legalise
+    from executorch.exir.passes import LegalizePortableDimOrderPass
+
+    targets = LegalizePortableDimOrderPass._target_ops
+    assert any(node.target in targets for node in top.graph.nodes)
+    assert not _edge_passes._legalisation_needed(top.graph_module, targets)
+
+
+def test_dim_order_pass_runs_where_an_input_is_not_contiguous():
+    """An ``expand_copy`` reading a channels-last tensor is what the pass legalises: the check
+    says run it; on a contiguous input it says skip; the pass name is restored after the block."""
+    import torch
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.program import _program
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    expand = graph.call_function(exir_ops.edge.aten.expand_copy.default, (x, [2, 3, 4, 4]))
+    graph.output(expand)
+    module = torch.fx.GraphModule(torch.nn.Module(), graph)
+    upstream = _program.LegalizePortableDimOrderPass
+    targets = upstream._target_ops
+    x.meta["val"] = torch.empty(1, 3, 4, 4)
+    assert not _edge_passes._legalisation_needed(module, targets)
+    x.meta["val"] = torch.empty(1, 3, 4, 4).to(memory_format=torch.channels_last)
+    assert _edge_passes._legalisation_needed(module, targets)
+    with _edge_passes.idle_dim_order_pass_skipped() as installed:
+        assert installed and issubclass(_program.LegalizePortableDimOrderPass, upstream)
+    assert _program.LegalizePortableDimOrderPass is upstream
