@@ -282,13 +282,57 @@ def _legalize_window(start: Node, end: Node) -> bool:
     return True
 
 
+class _TagIndex:
+    """ExecuTorch's two per-tag scans of the whole graph, answered from one index.
+
+    Why: before fusing, ExecuTorch calls ``_maybe_duplicate_constant_nodes`` for every delegate
+    tag (it only looks at placeholders carrying the tag, to copy constants that two delegates
+    share) and then ``_get_node_list_with_same_tag`` (the nodes carrying the tag, in graph order);
+    each walks every node of the graph, so together they cost tags x nodes (19 s of the full
+    ``smolvlm-256m`` LoRA export).
+
+    * A tag that no placeholder carries has nothing to duplicate: the call is skipped (the
+      placeholders are found through the graph's own op index, not by a walk).
+    * The nodes of each tag are collected in one walk, at the first question about a graph
+      (after every duplication, which is the only step that tags nodes), and handed back in the
+      graph's current order. Fusing one tag's nodes erases only them and adds nodes carrying
+      that tag (the fused call's ``getitem`` s); a list that holds a placeholder (upstream checks
+      those) or an erased node, or whose nodes changed tag, is computed by ExecuTorch's scan."""
+
+    def __init__(self, node_list: Any, duplicate: Any) -> None:
+        self.node_list, self.duplicate = node_list, duplicate
+        self.graphs: dict[int, tuple[torch.fx.Graph, dict[str, list[Node]]]] = {}
+
+    def maybe_duplicate_constant_nodes(self, program: Any, tag: str) -> Any:
+        for node in program.graph.find_nodes(op="placeholder"):
+            if node.meta.get("delegation_tag", "") == tag:
+                return self.duplicate(program, tag)
+        return None
+
+    def get_node_list_with_same_tag(self, gm: GraphModule, tag: str, program: Any) -> list[Node]:
+        entry = self.graphs.get(id(gm.graph))
+        if entry is None or entry[0] is not gm.graph:
+            by_tag: dict[str, list[Node]] = collections.defaultdict(list)
+            for node in gm.graph.nodes:
+                found = node.meta.get("delegation_tag", "")
+                if found:
+                    by_tag[found].append(node)
+            entry = self.graphs[id(gm.graph)] = (gm.graph, by_tag)
+        nodes = entry[1].get(tag, [])
+        if any(n._erased or n.op == "placeholder" or n.meta.get("delegation_tag", "") != tag for n in nodes):
+            return self.node_list(gm, tag, program)
+        return sorted(nodes, key=lambda node: node._sort_key)
+
+
 @contextlib.contextmanager
 def fast_fusion(stable: bool = False) -> Iterator[bool]:
     """Within the block, ExecuTorch's delegate fusion legalises in place (keeping the graph's
     order where it can with ``stable``, and then re-sorting only the span each fusion disordered:
-    :class:`_WindowedLegalizer`). Yields whether the swap was made (False when ExecuTorch no
+    :class:`_WindowedLegalizer`), and finds each tag's nodes from one index (:class:`_TagIndex`).
+    Yields whether the swap was made (False when ExecuTorch no
     longer uses torch's ``legalize_graph`` and ``fuse_as_graphmodule`` there)."""
     from executorch.exir import lowered_backend_module as fusion
+    from executorch.exir.backend import backend_api
     from torch.fx.passes import tools_common
     from torch.fx.passes.utils import fuser_utils
 
@@ -304,10 +348,15 @@ def fast_fusion(stable: bool = False) -> Iterator[bool]:
         fusion.fuse_as_graphmodule = windowed.fuse_as_graphmodule
     else:
         fusion.legalize_graph = legalize_in_place
+    scans = (backend_api._get_node_list_with_same_tag, backend_api._maybe_duplicate_constant_nodes)
+    index = _TagIndex(*scans)
+    backend_api._get_node_list_with_same_tag = index.get_node_list_with_same_tag
+    backend_api._maybe_duplicate_constant_nodes = index.maybe_duplicate_constant_nodes
     try:
         yield True
     finally:
         fusion.legalize_graph = original
         fusion.fuse_as_graphmodule = fuse
+        backend_api._get_node_list_with_same_tag, backend_api._maybe_duplicate_constant_nodes = scans
         if stable:
             logger.debug("fusion: %d of the legalisations re-sorted one window", windowed.local)

@@ -183,3 +183,30 @@ def test_window_that_is_not_closed_is_left_to_the_whole_graph():
     before = [n.name for n in gm.graph.nodes]
     assert not _fuse._legalize_window(nodes[0]._prev, nodes[len(nodes) // 2])
     assert [n.name for n in gm.graph.nodes] == before
+
+
+def test_tag_index_gives_executorch_s_node_lists(lora_model, monkeypatch):
+    """Every delegate tag's node list while lowering the joint graph: the same nodes in the same
+    order as ExecuTorch's whole-graph scan, answered from the index."""
+    pytest.importorskip("executorch")
+    from executorch.exir.backend import backend_api
+
+    from mobile_peft.export import pte
+
+    scan = backend_api._get_node_list_with_same_tag
+    indexed = _fuse._TagIndex.get_node_list_with_same_tag
+    answered = []
+
+    def checking(self, gm, tag, program):
+        got = indexed(self, gm, tag, program)
+        assert got == scan(gm, tag, program)
+        answered.append(tag)
+        return got
+
+    monkeypatch.setattr(_fuse._TagIndex, "get_node_list_with_same_tag", checking)
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    pte.lower({"forward": joint}, keep_order=True)
+    assert len(answered) > 2 and len(set(answered)) == len(answered)
+    assert backend_api._get_node_list_with_same_tag is scan
