@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import heapq
 import logging
 import operator
@@ -324,12 +325,142 @@ class _TagIndex:
         return sorted(nodes, key=lambda node: node._sort_key)
 
 
+class _DebugHandles:
+    """The debug handle of each delegate call, without a walk of the whole graph per delegate.
+
+    Why: ExecuTorch's ``_insert_lowered_submodule`` swaps each fused call for an
+    ``executorch_call_delegate`` whose debug handle is one more than the largest handle in the
+    graph, found by walking every node (``generate_debug_handle``): delegates x nodes, 21 s of
+    the full ``smolvlm-256m`` LoRA export and 40 s of the Hydra one (py-spy).
+
+    What this does: :meth:`insert_lowered_submodule` is ExecuTorch's function step for step
+    (the same nodes, names, metadata and signature changes, in the same order: ``tests/export/
+    test_fuse.py`` compares the ``.pte`` bytes), except that the largest handle of a graph is
+    found by one walk and then carried forward: the new call takes the largest + 1, and the
+    call it replaces (the only node it removes from the graph) held no more than the largest, so
+    afterwards the largest is the new call's. Between two insertions ExecuTorch only builds the
+    lowered module and drops consumed constants' placeholders, none of them above the new call.
+    The name is swapped in only under the ExecuTorch release it follows (:data:`_KNOWN_EXECUTORCH`)
+    and while its function still defines ``generate_debug_handle``."""
+
+    def __init__(self) -> None:
+        self.largest: dict[int, tuple[torch.fx.Graph, int]] = {}
+
+    def next_handle(self, graph: torch.fx.Graph) -> int:
+        """One more than the largest handle in ``graph`` (ExecuTorch's ``generate_debug_handle``)."""
+        entry = self.largest.get(id(graph))
+        if entry is None or entry[0] is not graph:
+            largest = 0
+            for node in graph.nodes:
+                largest = max(largest, node.meta.get("debug_handle", 0))
+            entry = self.largest[id(graph)] = (graph, largest)
+        return entry[1] + 1
+
+    def insert_lowered_submodule(
+        self,
+        submodule_program: Any,
+        owning_program: Any,
+        call_submodule_node: Node,
+        submodule_output_node: Node,
+        lowered_module: Any,
+        is_submodule: bool,
+        toplevel_input_specs_to_delete: dict[str, Any],
+        toplevel_output_specs_to_delete: dict[str, Any],
+    ) -> None:
+        from executorch.exir.delegate import executorch_call_delegate, get_lowered_module_name
+        from executorch.exir.lowered_backend_module import _unsafe_adjust_original_program
+
+        owning_graph_module = call_submodule_node.graph.owning_module
+        graph = owning_program.graph_module.graph
+        call_delegate_args = [
+            arg
+            for arg in call_submodule_node.args
+            if not (isinstance(arg, Node) and arg.name in toplevel_input_specs_to_delete)
+        ]
+        with owning_graph_module.graph.inserting_before(call_submodule_node):
+            lowered_name = get_lowered_module_name(owning_graph_module, lowered_module)
+            lowered_node = owning_graph_module.graph.get_attr(lowered_name)
+            call_delegate_node = owning_graph_module.graph.call_function(
+                executorch_call_delegate, (lowered_node, *call_delegate_args), call_submodule_node.kwargs
+            )
+            handle = call_delegate_node.meta["debug_handle"] = self.next_handle(graph)
+            call_delegate_node.meta["val"] = [out.meta["val"] for out in submodule_output_node.args[0]]
+            call_submodule_node.replace_all_uses_with(call_delegate_node)
+            owning_graph_module.graph.erase_node(call_submodule_node)
+        if owning_graph_module.graph is graph:
+            # the new call holds the largest handle now; the erased call held one no larger
+            self.largest[id(graph)] = (graph, handle)
+        if is_submodule:
+            if toplevel_input_specs_to_delete or toplevel_output_specs_to_delete:
+                raise AssertionError("a delegate inside a control-flow submodule cannot consume top-level specs")
+        elif toplevel_input_specs_to_delete or toplevel_output_specs_to_delete:
+            _unsafe_adjust_original_program(
+                owning_program, call_delegate_node, toplevel_input_specs_to_delete, toplevel_output_specs_to_delete
+            )
+
+
+# The ExecuTorch release whose ``_insert_lowered_submodule`` :class:`_DebugHandles` follows.
+_KNOWN_EXECUTORCH = "1.5.1"
+
+
+def _is_the_known_insertion(function: Any) -> bool:
+    from importlib.metadata import version
+
+    nested = {c.co_name for c in function.__code__.co_consts if hasattr(c, "co_name")}
+    return version("executorch") == _KNOWN_EXECUTORCH and "generate_debug_handle" in nested
+
+
+@contextlib.contextmanager
+def _signature_maps_between_renames() -> Iterator[None]:
+    """Within the block (ExecuTorch's ``_create_partitions``), a graph signature's name maps are
+    built once and again only after the signature renames a node (the only change it sees while
+    partitions are cut out: ``replace_all_uses``, through the graph's replace hook) or its input
+    list changes length. ``create_exported_program_from_submodule`` rebuilt them from every
+    input spec for every delegate (~9 s of the full ``smolvlm-256m`` LoRA export, 22 s of the
+    Hydra one, whose adapters add many inputs)."""
+    from torch.export.graph_signature import ExportGraphSignature
+
+    names = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants")
+    upstream = {name: ExportGraphSignature.__dict__[name] for name in names}
+    upstream_rename = ExportGraphSignature.replace_all_uses
+    renames: dict[int, int] = collections.Counter()
+    maps: dict[tuple[str, int], tuple[Any, tuple[int, int, int], Any]] = {}
+
+    def memoised(name: str, prop: property) -> property:
+        @functools.wraps(prop.fget)
+        def get(self: Any) -> Any:
+            version = (renames[id(self)], id(self.input_specs), len(self.input_specs))
+            entry = maps.get((name, id(self)))
+            if entry is None or entry[0] is not self or entry[1] != version:
+                entry = maps[name, id(self)] = (self, version, prop.fget(self))
+            return entry[2]
+
+        return property(get)
+
+    @functools.wraps(upstream_rename)
+    def replace_all_uses(self: Any, old: str, new: str) -> None:
+        renames[id(self)] += 1
+        return upstream_rename(self, old, new)
+
+    for name, prop in upstream.items():
+        setattr(ExportGraphSignature, name, memoised(name, prop))
+    ExportGraphSignature.replace_all_uses = replace_all_uses
+    try:
+        yield
+    finally:
+        for name, prop in upstream.items():
+            setattr(ExportGraphSignature, name, prop)
+        ExportGraphSignature.replace_all_uses = upstream_rename
+
+
 @contextlib.contextmanager
 def fast_fusion(stable: bool = False) -> Iterator[bool]:
     """Within the block, ExecuTorch's delegate fusion legalises in place (keeping the graph's
     order where it can with ``stable``, and then re-sorting only the span each fusion disordered:
-    :class:`_WindowedLegalizer`), and finds each tag's nodes from one index (:class:`_TagIndex`).
-    Yields whether the swap was made (False when ExecuTorch no
+    :class:`_WindowedLegalizer`), finds each tag's nodes from one index (:class:`_TagIndex`),
+    reads the graph signature's name maps once between renames while cutting partitions
+    (:func:`_signature_maps_between_renames`) and numbers the delegate calls without a walk per
+    delegate (:class:`_DebugHandles`). Yields whether the swap was made (False when ExecuTorch no
     longer uses torch's ``legalize_graph`` and ``fuse_as_graphmodule`` there)."""
     from executorch.exir import lowered_backend_module as fusion
     from executorch.exir.backend import backend_api
@@ -352,11 +483,22 @@ def fast_fusion(stable: bool = False) -> Iterator[bool]:
     index = _TagIndex(*scans)
     backend_api._get_node_list_with_same_tag = index.get_node_list_with_same_tag
     backend_api._maybe_duplicate_constant_nodes = index.maybe_duplicate_constant_nodes
+    insert, create_partitions = backend_api._insert_lowered_submodule, backend_api._create_partitions
+    if _is_the_known_insertion(insert):
+        backend_api._insert_lowered_submodule = _DebugHandles().insert_lowered_submodule
+
+    @functools.wraps(create_partitions)
+    def cut_partitions(*args: Any, **kwargs: Any) -> Any:
+        with _signature_maps_between_renames():
+            return create_partitions(*args, **kwargs)
+
+    backend_api._create_partitions = cut_partitions
     try:
         yield True
     finally:
         fusion.legalize_graph = original
         fusion.fuse_as_graphmodule = fuse
         backend_api._get_node_list_with_same_tag, backend_api._maybe_duplicate_constant_nodes = scans
+        backend_api._insert_lowered_submodule, backend_api._create_partitions = insert, create_partitions
         if stable:
             logger.debug("fusion: %d of the legalisations re-sorted one window", windowed.local)

@@ -210,3 +210,51 @@ def test_tag_index_gives_executorch_s_node_lists(lora_model, monkeypatch):
     pte.lower({"forward": joint}, keep_order=True)
     assert len(answered) > 2 and len(set(answered)) == len(answered)
     assert backend_api._get_node_list_with_same_tag is scan
+
+
+def test_delegate_debug_handles_are_executorch_s(lora_model, monkeypatch):
+    """Each delegate call's debug handle while lowering the joint graph: one more than the largest
+    handle in the graph, as ExecuTorch's walk finds it, though the graph is walked once."""
+    pytest.importorskip("executorch")
+    from executorch.exir.backend import backend_api
+
+    from mobile_peft.export import pte
+
+    upstream = backend_api._insert_lowered_submodule
+    carried = _fuse._DebugHandles.next_handle
+    walks = []
+    handles = []
+
+    def checking(self, graph):
+        walks.append(id(graph) not in self.largest)
+        handle = carried(self, graph)
+        assert handle == 1 + max(0, *(node.meta.get("debug_handle", 0) for node in graph.nodes))
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(_fuse._DebugHandles, "next_handle", checking)
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    pte.lower({"forward": joint}, keep_order=True)
+    assert len(handles) > 2 and sum(walks) == 1
+    assert handles == list(range(handles[0], handles[0] + len(handles)))
+    assert backend_api._insert_lowered_submodule is upstream
+
+
+def test_signature_maps_are_rebuilt_after_a_rename_only():
+    pytest.importorskip("executorch")
+    from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec, TensorArgument
+
+    signature = ExportGraphSignature(
+        input_specs=[InputSpec(InputKind.PARAMETER, TensorArgument("p_w"), "w")], output_specs=[]
+    )
+    before = ExportGraphSignature.__dict__["inputs_to_parameters"], ExportGraphSignature.replace_all_uses
+    with _fuse._signature_maps_between_renames():
+        first = signature.inputs_to_parameters
+        assert first == {"p_w": "w"} and signature.inputs_to_parameters is first
+        signature.replace_all_uses("p_w", "p_w_1")
+        assert signature.inputs_to_parameters == {"p_w_1": "w"}
+        signature.input_specs.append(InputSpec(InputKind.PARAMETER, TensorArgument("p_v"), "v"))
+        assert signature.inputs_to_parameters == {"p_w_1": "w", "p_v": "v"}
+    assert (ExportGraphSignature.__dict__["inputs_to_parameters"], ExportGraphSignature.replace_all_uses) == before
