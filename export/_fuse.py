@@ -36,6 +36,7 @@ import collections
 import contextlib
 import functools
 import heapq
+import inspect
 import logging
 import operator
 from collections.abc import Iterator
@@ -283,6 +284,20 @@ def _legalize_window(start: Node, end: Node) -> bool:
     return True
 
 
+def _inserting_after_the_last_output(insert: Any) -> Any:
+    """torch's ``insert_subgm`` with its insertion point -- the partition's output that comes last
+    in the graph -- found among the outputs by position, not by walking the graph backwards from
+    its end for every delegate (9 s of the full ``smolvlm-256m`` LoRA export)."""
+
+    @functools.wraps(insert)
+    def insert_subgm(gm: GraphModule, sub_gm: GraphModule, inputs: Any, outputs: Any, *args: Any) -> Any:
+        if not args and outputs:
+            args = (max(outputs, key=lambda node: node._sort_key),)
+        return insert(gm, sub_gm, inputs, outputs, *args)
+
+    return insert_subgm
+
+
 class _TagIndex:
     """ExecuTorch's two per-tag scans of the whole graph, answered from one index.
 
@@ -457,7 +472,8 @@ def _signature_maps_between_renames() -> Iterator[None]:
 def fast_fusion(stable: bool = False) -> Iterator[bool]:
     """Within the block, ExecuTorch's delegate fusion legalises in place (keeping the graph's
     order where it can with ``stable``, and then re-sorting only the span each fusion disordered:
-    :class:`_WindowedLegalizer`), finds each tag's nodes from one index (:class:`_TagIndex`),
+    :class:`_WindowedLegalizer`), places each fused call without walking the graph
+    (:func:`_inserting_after_the_last_output`), finds each tag's nodes from one index (:class:`_TagIndex`),
     reads the graph signature's name maps once between renames while cutting partitions
     (:func:`_signature_maps_between_renames`) and numbers the delegate calls without a walk per
     delegate (:class:`_DebugHandles`). Yields whether the swap was made (False when ExecuTorch no
@@ -473,6 +489,9 @@ def fast_fusion(stable: bool = False) -> Iterator[bool]:
         logger.debug("ExecuTorch's fusion does not call torch's legalize_graph; leaving it as is")
         yield False
         return
+    place = fusion.insert_subgm
+    if "insertion_point" in inspect.signature(place).parameters:
+        fusion.insert_subgm = _inserting_after_the_last_output(place)
     if stable:
         windowed = _WindowedLegalizer(fuse)
         fusion.legalize_graph = windowed
@@ -498,6 +517,7 @@ def fast_fusion(stable: bool = False) -> Iterator[bool]:
     finally:
         fusion.legalize_graph = original
         fusion.fuse_as_graphmodule = fuse
+        fusion.insert_subgm = place
         backend_api._get_node_list_with_same_tag, backend_api._maybe_duplicate_constant_nodes = scans
         backend_api._insert_lowered_submodule, backend_api._create_partitions = insert, create_partitions
         if stable:

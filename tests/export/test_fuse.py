@@ -103,11 +103,18 @@ def test_deferred_module_generates_source_on_use_only():
 def test_fast_fusion_swaps_only_torchs_function_and_restores_it():
     pytest.importorskip("executorch")
     from executorch.exir import lowered_backend_module as fusion
+    from executorch.exir.backend import backend_api
 
+    names = ("_get_node_list_with_same_tag", "_maybe_duplicate_constant_nodes", "_insert_lowered_submodule", "_create_partitions")
+    upstream = [getattr(backend_api, name) for name in names] + [fusion.insert_subgm, fusion.fuse_as_graphmodule]
     original = fusion.legalize_graph
     with _fuse.fast_fusion() as swapped:
         assert swapped and fusion.legalize_graph is _fuse.legalize_in_place
+        assert all(getattr(backend_api, name) is not function for name, function in zip(names, upstream))
+    with _fuse.fast_fusion(stable=True):
+        assert fusion.fuse_as_graphmodule is not upstream[-1]
     assert fusion.legalize_graph is original
+    assert [getattr(backend_api, name) for name in names] + [fusion.insert_subgm, fusion.fuse_as_graphmodule] == upstream
     fusion.legalize_graph = lambda gm: gm  # a later ExecuTorch with its own function
     try:
         with _fuse.fast_fusion() as swapped:
