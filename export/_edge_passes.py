@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -57,6 +58,10 @@ _FUSABLE = frozenset(
 )
 
 
+# torch's view-to-copy pass, which ``_generate_edge_program`` runs before the list above.
+_TORCH_VIEW_COPY = ("torch._export.passes.replace_view_ops_with_view_copy_ops_pass", "ReplaceViewOpsWithViewCopyOpsPass")
+
+
 def _unwrapped(p: Any) -> Any:
     """The pass behind ExecuTorch's pass-manager wrapper (``functools.wraps`` keeps it)."""
     return getattr(p, "__wrapped__", p)
@@ -64,7 +69,32 @@ def _unwrapped(p: Any) -> Any:
 
 def _fusable(p: Any) -> bool:
     cls = type(_unwrapped(p))
-    return (cls.__module__, cls.__qualname__) in _FUSABLE
+    return (cls.__module__, cls.__qualname__) in _FUSABLE or getattr(cls, "_fusable", False)
+
+
+def _view_copies() -> Any:
+    """torch's ``ReplaceViewOpsWithViewCopyOpsPass`` rule (views become their ``*_copy`` ops,
+    with torch's own tables) on ExecuTorch's ``ExportPass``, so it can join a fused run: torch's
+    pass is built on torch's older export pass base, so it cannot, and alone it is one more
+    retrace of each method (~15 s of the full ``smolvlm-256m`` LoRA export)."""
+    from executorch.exir.pass_base import ExportPass
+    from torch._export.passes.replace_view_ops_with_view_copy_ops_pass import (
+        _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS,
+        get_view_copy_of_view_op,
+    )
+    from torch._ops import HigherOrderOperator
+
+    class ViewCopies(ExportPass):
+        _fusable = True
+
+        def call_operator(self, op: Any, args: Any, kwargs: Any, meta: Any) -> Any:
+            if op in _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS:
+                op = _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS[op]
+            elif not isinstance(op, HigherOrderOperator) and (copy := get_view_copy_of_view_op(op._schema)):
+                op = copy
+            return super().call_operator(op, args, kwargs, meta)
+
+    return ViewCopies()
 
 
 def fuse(passes: Sequence[Any]) -> Any:
@@ -111,29 +141,47 @@ def fused_edge_passes() -> Iterator[bool]:
     yields whether they do. ``_generate_edge_program`` runs the list ``_get_aten_to_edge_passes``
     returns, then ``OpReplacePass`` and, unless the config skips dim orders,
     ``MemoryFormatOpsPass``: the list handed back holds those two at its end, fused with the
-    passes before them, and the two names stand for no-ops until the block ends."""
+    passes before them, and the two names stand for no-ops until the block ends. torch's
+    view-to-copy pass, which it runs before the list, joins the list's first fused run the same
+    way (:func:`_view_copies`)."""
     program = importlib.import_module(_PROGRAM)
     upstream = program._get_aten_to_edge_passes
     op_replace, memory_format = program.OpReplacePass, program.MemoryFormatOpsPass
+    view_copy = program.ReplaceViewOpsWithViewCopyOpsPass
     expected = {(c.__module__, c.__qualname__) for c in (op_replace, memory_format)}
     if not expected <= _FUSABLE or getattr(upstream, "__module__", None) != _PROGRAM:
         logger.debug("ExecuTorch's edge passes are not the expected ones; not fusing")
         yield False
         return
+    # torch's view-to-copy pass runs just before the list; when only the sym-size renaming (which
+    # touches no view op) comes before the list's first fusable pass, the rule moves to the head
+    # of that fused run
+    from executorch.exir import EdgeCompileConfig
+
+    before_first = list(itertools.takewhile(lambda p: not _fusable(p), upstream(EdgeCompileConfig())[0]))
+    view_copies_fused = (view_copy.__module__, view_copy.__qualname__) == _TORCH_VIEW_COPY and [
+        type(_unwrapped(p)).__name__ for p in before_first
+    ] == ["ReplaceSymSizeOpPass"]
 
     @functools.wraps(upstream)
     def get_passes(config: Any) -> Any:
         pre, post = upstream(config)
         tail = [op_replace()] + ([] if config._skip_dim_order else [memory_format()])
-        return fuse_runs([*pre, *tail]), post
+        passes = [*pre, *tail]
+        if view_copies_fused:
+            passes.insert(len(before_first), _view_copies())
+        return fuse_runs(passes), post
 
     program._get_aten_to_edge_passes = get_passes
     program.OpReplacePass = program.MemoryFormatOpsPass = _Applied
+    if view_copies_fused:
+        program.ReplaceViewOpsWithViewCopyOpsPass = _Applied
     try:
         yield True
     finally:
         program._get_aten_to_edge_passes = upstream
         program.OpReplacePass, program.MemoryFormatOpsPass = op_replace, memory_format
+        program.ReplaceViewOpsWithViewCopyOpsPass = view_copy
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ def test_runs_of_per_node_passes_become_one_pass_each():
         assert fused
         pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
     names = _names(pre)
-    assert "Fused[NormalizeTransposePass,ReplaceBrokenOpsWithFunctionalOpsPass,ScalarToTensorPass,SymToTensorPass]" in names
+    assert "Fused[ViewCopies,NormalizeTransposePass,ReplaceBrokenOpsWithFunctionalOpsPass,ScalarToTensorPass,SymToTensorPass]" in names
     assert names[-1] == "Fused[RemoveMixedTypeOperators,OpReplacePass,MemoryFormatOpsPass]"
     # the whole-graph passes between them keep their places
     assert names.index("RemoveNoopPass") == names.index(names[-1]) - 4
@@ -39,10 +39,21 @@ def test_runs_of_per_node_passes_become_one_pass_each():
 def test_restores_executorch_and_leaves_another_pass_list_alone():
     from executorch.exir.program import _program
 
-    original = (_program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass)
+    original = (
+        _program._get_aten_to_edge_passes,
+        _program.OpReplacePass,
+        _program.MemoryFormatOpsPass,
+        _program.ReplaceViewOpsWithViewCopyOpsPass,
+    )
     with _edge_passes.fused_edge_passes():
         assert _program.OpReplacePass is not original[1]
-    assert (_program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass) == original
+        assert _program.ReplaceViewOpsWithViewCopyOpsPass is not original[3]  # its rule runs fused
+    assert (
+        _program._get_aten_to_edge_passes,
+        _program.OpReplacePass,
+        _program.MemoryFormatOpsPass,
+        _program.ReplaceViewOpsWithViewCopyOpsPass,
+    ) == original
 
     _program.OpReplacePass = type("OpReplacePass", (), {})  # a later ExecuTorch with another pass
     try:
