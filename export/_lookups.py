@@ -93,9 +93,19 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
       ``GraphModule`` (graph copy and code generation) each time: 16 s of the full
       ``smolvlm-256m`` LoRA export (py-spy). The delegates' programs do not change after
       lowering, and running the unlifted module does not change it.
+    * what a delegate returns on fake tensors is known without running it: its program's
+      outputs were traced when it was lowered (each output node's ``val``: shape, strides,
+      dtype, device), so under a fake-tensor mode ``executorch_call_delegate`` returns new fake
+      tensors of those properties in the program's output structure (:func:`_delegate_outputs`)
+      instead of unlifting and interpreting the delegate -- 19 s of the full export after the
+      unlift memo above; a delegate whose program has another kind of output runs as before.
     * the graph signature's name maps (:func:`frozen_lookups`) while spec propagation marks the
       constant placeholders (``SpecPropPass.update_placeholder_tensor_specs``, 10.5 s) and while
       the emitter writes the program (``emit_program``, 13.7 s): both only read the signature."""
+    import sys
+
+    import executorch.exir.delegate  # noqa: F401  (registers the delegate call's kernels)
+    import torch
     from executorch.exir.lowered_backend_module import get_lowered_backend_modules
     from executorch.exir.passes import spec_prop_pass
     from executorch.exir.program import _program
@@ -117,6 +127,23 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
             unlifted[id(self)] = upstream_module(self)
         return unlifted[id(self)]
 
+    kernels = sys.modules["torch._higher_order_ops.executorch_call_delegate"]
+    upstream_run = kernels.call_delegate_cpu
+    outputs: dict[int, Any] = {}
+
+    @functools.wraps(upstream_run)
+    def run_delegate(lowered_module: Any, *args: Any) -> Any:
+        if torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None:
+            program = lowered_module.original_module
+            if delegates.get(id(program)) is program:
+                if id(program) not in outputs:
+                    outputs[id(program)] = _delegate_outputs(program)
+                if outputs[id(program)] is not None:
+                    values, spec = outputs[id(program)]
+                    fresh = [torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device) for v in values]
+                    return torch.utils._pytree.tree_unflatten(fresh, spec)
+        return upstream_run(lowered_module, *args)
+
     reading = {
         (spec_prop_pass.SpecPropPass, "update_placeholder_tensor_specs"): None,
         (_program, "emit_program"): None,
@@ -126,12 +153,34 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
         reading[owner, name] = upstream
         setattr(owner, name, _within_frozen_lookups(upstream))
     ExportedProgram.module = module
+    kernels.call_delegate_cpu = run_delegate
     try:
         yield
     finally:
         ExportedProgram.module = upstream_module
+        kernels.call_delegate_cpu = upstream_run
         for (owner, name), upstream in reading.items():
             setattr(owner, name, upstream)
+
+
+def _delegate_outputs(program: Any) -> tuple[list[Any], Any] | None:
+    """The traced values of a delegate program's outputs and their structure (what running its
+    unlifted module returns: the user outputs, unflattened by the call spec), or None when the
+    program has outputs of another kind or without a traced tensor value."""
+    import torch
+    from torch.export.graph_signature import OutputKind
+
+    signature = program.graph_signature
+    spec = program.call_spec.out_spec
+    returned = program.graph.output_node().args[0]
+    if spec is None or any(o.kind != OutputKind.USER_OUTPUT for o in signature.output_specs):
+        return None
+    values = [getattr(node, "meta", {}).get("val") for node in returned]
+    if len(values) != len(signature.output_specs) or not all(
+        isinstance(v, torch._subclasses.fake_tensor.FakeTensor) for v in values
+    ):
+        return None
+    return values, spec
 
 
 def _within_frozen_lookups(function: Any) -> Any:

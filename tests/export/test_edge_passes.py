@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 from mobile_peft.export import _edge_passes
 from mobile_peft.export.formats import _io
@@ -133,6 +134,30 @@ def test_serialisation_unlifts_each_delegate_once_and_restores_after(lora_model)
         assert top.module() is not top.module()
     assert delegate.module() is not delegate.module()
     assert (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs) == methods_before
+
+    # on fake tensors each delegate returns what running it returns, without running it
+    import sys
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    kernels = sys.modules["torch._higher_order_ops.executorch_call_delegate"]
+    run = kernels.call_delegate_cpu
+    calls = [n for n in top.graph.nodes if n.op == "call_function" and "call_delegate" in str(n.target)]
+    for node in calls:
+        lowered = getattr(top.graph_module, node.args[0].target)
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        with mode:
+            args = [
+                torch.empty_strided(a.meta["val"].shape, a.meta["val"].stride(), dtype=a.meta["val"].dtype)
+                for a in node.args[1:]
+            ]
+            ran = run(lowered, *args)
+        with _lookups.serialisation_lookups(edge), mode:
+            made = kernels.call_delegate_cpu(lowered, *args)
+        assert type(made) is type(ran) and len(made) == len(ran)
+        for m, r in zip(made, ran, strict=True):
+            assert (m.shape, m.stride(), m.dtype, m.device, type(m)) == (r.shape, r.stride(), r.dtype, r.device, type(r))
+    assert kernels.call_delegate_cpu is run
 
     # the dim-order legalisation has ops to look at in this graph, and nothing to legalise
     from executorch.exir.passes import LegalizePortableDimOrderPass
