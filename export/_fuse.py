@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from . import _lookups
+
 __all__ = [
     "DeferredCodeGraphModule",
     "defer_codegen",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_INPUT_MAPS = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants")
 
 # legalize_graph puts these at the front of its queue (runtime assertions before data-dependent
 # ops); the same rule keeps the order identical.
@@ -435,36 +439,22 @@ def _signature_maps_between_renames() -> Iterator[None]:
     Hydra one, whose adapters add many inputs)."""
     from torch.export.graph_signature import ExportGraphSignature
 
-    names = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants")
-    upstream = {name: ExportGraphSignature.__dict__[name] for name in names}
     upstream_rename = ExportGraphSignature.replace_all_uses
     renames: dict[int, int] = collections.Counter()
-    maps: dict[tuple[str, int], tuple[Any, tuple[int, int, int], Any]] = {}
-
-    def memoised(name: str, prop: property) -> property:
-        @functools.wraps(prop.fget)
-        def get(self: Any) -> Any:
-            version = (renames[id(self)], id(self.input_specs), len(self.input_specs))
-            entry = maps.get((name, id(self)))
-            if entry is None or entry[0] is not self or entry[1] != version:
-                entry = maps[name, id(self)] = (self, version, prop.fget(self))
-            return entry[2]
-
-        return property(get)
 
     @functools.wraps(upstream_rename)
     def replace_all_uses(self: Any, old: str, new: str) -> None:
         renames[id(self)] += 1
         return upstream_rename(self, old, new)
 
-    for name, prop in upstream.items():
-        setattr(ExportGraphSignature, name, memoised(name, prop))
+    def version(signature: Any) -> tuple[int, int, int]:
+        return renames[id(signature)], id(signature.input_specs), len(signature.input_specs)
+
     ExportGraphSignature.replace_all_uses = replace_all_uses
     try:
-        yield
+        with _lookups.signature_maps_once(_INPUT_MAPS, version):
+            yield
     finally:
-        for name, prop in upstream.items():
-            setattr(ExportGraphSignature, name, prop)
         ExportGraphSignature.replace_all_uses = upstream_rename
 
 

@@ -32,10 +32,41 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frozen_lookups", "no_stack_traces", "serialisation_lookups"]
+__all__ = ["frozen_lookups", "no_stack_traces", "serialisation_lookups", "signature_maps_once"]
 
 _SIGNATURE_MAPS = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants", "buffers_to_mutate")
 _GEMM_CONFIGS = "executorch.backends.xnnpack.partition.config.gemm_configs"
+
+
+@contextlib.contextmanager
+def signature_maps_once(names: tuple[str, ...] = _SIGNATURE_MAPS, version: Any = None) -> Iterator[None]:
+    """Within the block, each of the graph signature's name maps ``names`` is built once per
+    signature -- and again whenever ``version(signature)`` (when given) changes -- instead of on
+    every read."""
+    from torch.export.graph_signature import ExportGraphSignature
+
+    upstream = {name: ExportGraphSignature.__dict__[name] for name in names}
+    # (signature, version, map) by (name, id): the entry holds the signature, so no id is reused
+    built: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+    def memoised(name: str, prop: property) -> property:
+        @functools.wraps(prop.fget)
+        def get(self: Any) -> Any:
+            current = version(self) if version is not None else None
+            entry = built.get((name, id(self)))
+            if entry is None or entry[0] is not self or entry[1] != current:
+                entry = built[name, id(self)] = (self, current, prop.fget(self))
+            return entry[2]
+
+        return property(get)
+
+    for name, prop in upstream.items():
+        setattr(ExportGraphSignature, name, memoised(name, prop))
+    try:
+        yield
+    finally:
+        for name, prop in upstream.items():
+            setattr(ExportGraphSignature, name, prop)
 
 
 @contextlib.contextmanager
@@ -43,23 +74,8 @@ def frozen_lookups() -> Iterator[None]:
     """Within the block, each signature name map and each ``get_source_partitions`` result of
     XNNPACK's gemm configs is computed once per object (see the module docstring). Use it only
     around code that changes neither the graph nor its signature."""
-    from torch.export.graph_signature import ExportGraphSignature
-
     cache: dict[tuple[Any, ...], Any] = {}
-    keep: list[Any] = []  # the objects keyed by id stay alive, so no id is reused within the block
-    originals = {name: ExportGraphSignature.__dict__[name] for name in _SIGNATURE_MAPS}
-
-    def memoised_property(name: str, prop: property) -> property:
-        @functools.wraps(prop.fget)
-        def get(self: Any) -> Any:
-            key = (name, id(self))
-            if key not in cache:
-                keep.append(self)
-                cache[key] = prop.fget(self)
-            return cache[key]
-
-        return property(get)
-
+    keep: list[Any] = []  # the graphs keyed by id stay alive, so no id is reused within the block
     gemm = importlib.import_module(_GEMM_CONFIGS)
     upstream_partitions = gemm.get_source_partitions
 
@@ -71,14 +87,11 @@ def frozen_lookups() -> Iterator[None]:
             cache[key] = upstream_partitions(graph, wanted_sources, *args, **kwargs)
         return cache[key]
 
-    for name, prop in originals.items():
-        setattr(ExportGraphSignature, name, memoised_property(name, prop))
     gemm.get_source_partitions = source_partitions
     try:
-        yield
+        with signature_maps_once():
+            yield
     finally:
-        for name, prop in originals.items():
-            setattr(ExportGraphSignature, name, prop)
         gemm.get_source_partitions = upstream_partitions
 
 

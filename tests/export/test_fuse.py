@@ -148,13 +148,21 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
     assert digests[True] == digests[False]
 
 
+def _lower_joint(lora_model):
+    """The tiny LoRA model's joint training graph lowered as exports lower it (``keep_order``)."""
+    from mobile_peft.export import pte
+
+    model, _ = lora_model
+    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
+    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
+    return pte.lower({"forward": joint}, keep_order=True)
+
+
 def test_windowed_legalisation_gives_the_whole_graph_order(lora_model, monkeypatch):
     """Each fusion while lowering the joint graph (``keep_order``): re-sorting only the window it
     disordered leaves the nodes, and every users dict, exactly as the whole-graph stable
     legalisation would; most fusions take that path."""
     pytest.importorskip("executorch")
-    from mobile_peft.export import pte
-
     checked = []
     windowed = _fuse._legalize_window
 
@@ -172,12 +180,9 @@ def test_windowed_legalisation_gives_the_whole_graph_order(lora_model, monkeypat
         return done
 
     monkeypatch.setattr(_fuse, "_legalize_window", checking)
-    model, _ = lora_model
-    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
-    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
     delegates = sum(
         1
-        for node in pte.lower({"forward": joint}, keep_order=True).exported_program("forward").graph.nodes
+        for node in _lower_joint(lora_model).exported_program("forward").graph.nodes
         if node.op == "call_function" and "call_delegate" in str(node.target)
     )
     assert delegates > 2 and len(checked) >= delegates - 1
@@ -198,8 +203,6 @@ def test_tag_index_gives_executorch_s_node_lists(lora_model, monkeypatch):
     pytest.importorskip("executorch")
     from executorch.exir.backend import backend_api
 
-    from mobile_peft.export import pte
-
     scan = backend_api._get_node_list_with_same_tag
     indexed = _fuse._TagIndex.get_node_list_with_same_tag
     answered = []
@@ -211,10 +214,7 @@ def test_tag_index_gives_executorch_s_node_lists(lora_model, monkeypatch):
         return got
 
     monkeypatch.setattr(_fuse._TagIndex, "get_node_list_with_same_tag", checking)
-    model, _ = lora_model
-    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
-    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
-    pte.lower({"forward": joint}, keep_order=True)
+    _lower_joint(lora_model)
     assert len(answered) > 2 and len(set(answered)) == len(answered)
     assert backend_api._get_node_list_with_same_tag is scan
 
@@ -224,8 +224,6 @@ def test_delegate_debug_handles_are_executorch_s(lora_model, monkeypatch):
     handle in the graph, as ExecuTorch's walk finds it, though the graph is walked once."""
     pytest.importorskip("executorch")
     from executorch.exir.backend import backend_api
-
-    from mobile_peft.export import pte
 
     upstream = backend_api._insert_lowered_submodule
     carried = _fuse._DebugHandles.next_handle
@@ -240,10 +238,7 @@ def test_delegate_debug_handles_are_executorch_s(lora_model, monkeypatch):
         return handle
 
     monkeypatch.setattr(_fuse._DebugHandles, "next_handle", checking)
-    model, _ = lora_model
-    inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
-    joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
-    pte.lower({"forward": joint}, keep_order=True)
+    _lower_joint(lora_model)
     assert len(handles) > 2 and sum(walks) == 1
     assert handles == list(range(handles[0], handles[0] + len(handles)))
     assert backend_api._insert_lowered_submodule is upstream
