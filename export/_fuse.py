@@ -21,7 +21,12 @@ What this does, producing the same graph (tests compare the ``.pte`` bytes):
   lowered program, so nothing outside lowering sees it.
 * :func:`fast_fusion` swaps :func:`legalize_in_place` in for the ``legalize_graph`` name that
   ExecuTorch's fusion uses, for the duration of one lowering, and only when that name is still
-  torch's function (a later ExecuTorch that changes it is left alone).
+  torch's function (a later ExecuTorch that changes it is left alone). With ``stable`` (what
+  exports use) it re-sorts only the span each fusion disordered (:class:`_WindowedLegalizer`).
+* The other per-delegate walks of the whole graph in ExecuTorch's fusion go the same way: each
+  tag's nodes (:class:`_TagIndex`), the fused call's insertion point
+  (:func:`_inserting_after_the_last_output`), the delegate call's debug handle
+  (:class:`_DebugHandles`) and the signature's name maps (:func:`_signature_maps_between_renames`).
 
 Measured (``smolvlm-256m`` int8, Hydra r8, batch 1, 2 cores): cut to 4+8 layers, lowering 169 s
 instead of 429 s and 1.07 GB peak instead of 1.79 GB, the same ``.pte``/``.ptd`` bytes; the full
@@ -432,19 +437,26 @@ def _is_the_known_insertion(function: Any) -> bool:
 @contextlib.contextmanager
 def _signature_maps_between_renames() -> Iterator[None]:
     """Within the block (ExecuTorch's ``_create_partitions``), a graph signature's name maps are
-    built once and again only after the signature renames a node (the only change it sees while
-    partitions are cut out: ``replace_all_uses``, through the graph's replace hook) or its input
-    list changes length. ``create_exported_program_from_submodule`` rebuilt them from every
+    built once and again only after the signature renames one of its inputs (the only change it
+    sees while partitions are cut out: ``replace_all_uses``, through the graph's replace hook,
+    which mostly renames outputs) or its input list changes length. ``create_exported_program_from_submodule`` rebuilt them from every
     input spec for every delegate (~9 s of the full ``smolvlm-256m`` LoRA export, 22 s of the
     Hydra one, whose adapters add many inputs)."""
     from torch.export.graph_signature import ExportGraphSignature
 
     upstream_rename = ExportGraphSignature.replace_all_uses
     renames: dict[int, int] = collections.Counter()
+    input_names: dict[int, tuple[Any, set[str]]] = {}
 
     @functools.wraps(upstream_rename)
     def replace_all_uses(self: Any, old: str, new: str) -> None:
-        renames[id(self)] += 1
+        # a rename changes these maps only when it renames an input (most rename an output)
+        known = input_names.get(id(self))
+        if known is None or known[0] is not self or len(known[1]) != len(self.input_specs):
+            known = input_names[id(self)] = (self, {getattr(i.arg, "name", None) for i in self.input_specs})
+        if old in known[1]:
+            renames[id(self)] += 1
+            input_names.pop(id(self))
         return upstream_rename(self, old, new)
 
     def version(signature: Any) -> tuple[int, int, int]:

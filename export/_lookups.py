@@ -113,8 +113,11 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
       instead of unlifting and interpreting the delegate -- 19 s of the full export after the
       unlift memo above; a delegate whose program has another kind of output runs as before.
     * the graph signature's name maps (:func:`frozen_lookups`) while spec propagation marks the
-      constant placeholders (``SpecPropPass.update_placeholder_tensor_specs``, 10.5 s) and while
-      the emitter writes the program (``emit_program``, 13.7 s): both only read the signature."""
+      constant placeholders (``SpecPropPass.update_placeholder_tensor_specs``, 10.5 s), while the
+      trainable weights are tagged for the ``.ptd`` (``external_mutable_weights_pass``, which
+      reads ``inputs_to_parameters`` twice per placeholder: 9.5 s of the Hydra export) and while
+      the emitter writes the program (``emit_program``, 13.7 s): all three only read the
+      signature."""
     import sys
 
     import executorch.exir.delegate  # noqa: F401  (registers the delegate call's kernels)
@@ -159,6 +162,7 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
 
     reading = {
         (spec_prop_pass.SpecPropPass, "update_placeholder_tensor_specs"): None,
+        (_program, "external_mutable_weights_pass"): None,
         (_program, "emit_program"): None,
     }
     for owner, name in reading:

@@ -201,9 +201,9 @@ def serialise(edge: Any, out_dir: str | Path, fast: bool = True) -> tuple[Path, 
     trainable tensors, ``external_mutable_weights``) into ``out_dir``. ``fast``: the same bytes
     in less time -- memory planning reads the graph signature's name maps once instead of once
     per tensor, and the greedy plan indexes each arena slot's allocations
-    (:func:`._planning.memory_planning_pass`), each delegate's program is unlifted once
-    and spec propagation and emission read the signature's name maps once
-    (:func:`._lookups.serialisation_lookups`), and the dim-order legalisation retraces a method
+    (:func:`._planning.memory_planning_pass`), delegates are not run again on fake tensors (their
+    traced outputs are known) and spec propagation and emission read the signature's name maps
+    once (:func:`._lookups.serialisation_lookups`), and the dim-order legalisation retraces a method
     only when it would insert a copy (:func:`._edge_passes.idle_dim_order_pass_skipped`); False:
     ExecuTorch's own passes."""
     from executorch.exir import ExecutorchBackendConfig

@@ -246,15 +246,25 @@ def test_delegate_debug_handles_are_executorch_s(lora_model, monkeypatch):
 
 def test_signature_maps_are_rebuilt_after_a_rename_only():
     pytest.importorskip("executorch")
-    from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec, TensorArgument
+    from torch.export.graph_signature import (
+        ExportGraphSignature,
+        InputKind,
+        InputSpec,
+        OutputKind,
+        OutputSpec,
+        TensorArgument,
+    )
 
     signature = ExportGraphSignature(
-        input_specs=[InputSpec(InputKind.PARAMETER, TensorArgument("p_w"), "w")], output_specs=[]
+        input_specs=[InputSpec(InputKind.PARAMETER, TensorArgument("p_w"), "w")],
+        output_specs=[OutputSpec(OutputKind.USER_OUTPUT, TensorArgument("mm"), None)],
     )
     before = ExportGraphSignature.__dict__["inputs_to_parameters"], ExportGraphSignature.replace_all_uses
     with _fuse._signature_maps_between_renames():
         first = signature.inputs_to_parameters
         assert first == {"p_w": "w"} and signature.inputs_to_parameters is first
+        signature.replace_all_uses("mm", "getitem")  # an output: the maps stand
+        assert signature.inputs_to_parameters is first and signature.output_specs[0].arg.name == "getitem"
         signature.replace_all_uses("p_w", "p_w_1")
         assert signature.inputs_to_parameters == {"p_w_1": "w"}
         signature.input_specs.append(InputSpec(InputKind.PARAMETER, TensorArgument("p_v"), "v"))
