@@ -195,9 +195,9 @@ class _WindowedLegalizer:
     a graph is the part before the window, then the stable order of the window alone, then the
     rest -- so re-sorting the window gives what re-sorting the whole graph would. Users dicts are
     re-sorted for the window's nodes, their inputs and the inputs of their readers, the only ones
-    the fusion or the re-sort changed. The
-    first legalisation of each graph is the whole-graph one (it also orders users dicts that no
-    window touches), and any window whose boundaries do not hold falls back to it."""
+    the fusion or the re-sort changed. The first legalisation of each graph is the whole-graph
+    one (it also orders users dicts that no window touches), and any window whose boundaries do
+    not hold falls back to it."""
 
     def __init__(self, fuse: Any) -> None:
         self.fuse = fuse
