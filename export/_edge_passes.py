@@ -7,7 +7,8 @@ override ``call_operator`` -- transpose normalisation, view ops made functional,
 made tensors, symbolic values made tensors, mixed-dtype arithmetic cast, ATen ops replaced by
 edge ops, memory formats replaced by dim orders -- and each one re-runs the whole method node by
 node with fake tensors to rebuild it, whether or not it changes anything (on ``tiny``'s joint and
-eval graphs three of them changed nothing: transposes, broken views, symbolic values). That interpretation is about a millisecond a
+eval graphs three of them changed nothing: transposes, broken views, symbolic values). That
+interpretation is about a millisecond a
 node: on the full ``smolvlm-256m`` LoRA export (19,398 + 7,888 nodes) the edge conversion took
 246 s of the export, most of it these retraces.
 

@@ -203,7 +203,7 @@ class _WindowedLegalizer:
         self.fuse = fuse
         self.window: tuple[torch.fx.Graph, Node, Node] | None = None
         self.seen: set[int] = set()
-        self.local = 0  # legalisations done by window (for tests and the log)
+        self.local = 0  # legalisations done by window (logged when the lowering ends)
 
     def fuse_as_graphmodule(self, gm: GraphModule, nodes: list[Node], *args: Any, **kwargs: Any) -> Any:
         body = [node for node in nodes if node.op != "placeholder"]

@@ -1,8 +1,8 @@
-"""Whole-graph lookups that ExecuTorch repeats per node, computed once where nothing can change
-them.
+"""Whole-graph lookups that ExecuTorch repeats per node or per delegate, computed once where
+nothing can change them.
 
-Why: two lookups are rebuilt from scratch every time ExecuTorch asks, and it asks once per node,
-so their cost is nodes x graph size:
+Why: some lookups are rebuilt from scratch every time ExecuTorch asks, and it asks once per node
+(or per delegate), so their cost is nodes x graph size:
 
 * ``ExportGraphSignature``'s name maps (``inputs_to_parameters``, ``inputs_to_buffers``,
   ``inputs_to_lifted_tensor_constants``, ``buffers_to_mutate``) are properties that build a new
@@ -11,17 +11,22 @@ so their cost is nodes x graph size:
   tensor (``_is_mutable_buffer``).
 * XNNPACK's ``AddmmConfig.get_deps`` (``addmm`` and ``mm``) calls ``get_source_partitions`` on the
   whole graph for every matrix multiply it is asked about.
+* ``to_executorch``'s interpreting passes run every delegate on fake tensors.
 
 Measured on the full ``smolvlm-256m`` LoRA export (19,398-node joint graph; py-spy at 20 Hz, with
-the eval method pre-decomposed to 10,504 nodes in that run): partitioning 212 s, of which ``get_source_partitions`` ~100 s and the signature
-maps ~45 s; memory planning 182 s, of which ``inputs_to_buffers`` 164 s.
+the eval method pre-decomposed to 10,504 nodes in that run): partitioning 212 s, of which
+``get_source_partitions`` ~100 s and the signature maps ~45 s; memory planning 182 s, of which
+``inputs_to_buffers`` 164 s.
 
-What this does: :func:`frozen_lookups` memoises both for the duration of a block in which the
-graph and its signature do not change -- the partitioner's ``partition`` (it only tags nodes)
-and memory planning's ``run`` (it only reads them; :func:`._planning.memory_planning_pass`) --
-keyed by the object asked about, and forgets them when the block ends. :func:`serialisation_lookups`
-applies it, and unlifts each delegate once, during ``to_executorch``. The values are the ones ExecuTorch would compute (``tests/export/
-test_fuse.py`` compares the ``.pte`` bytes with ExecuTorch's own lowering and serialisation).
+What this does: :func:`frozen_lookups` memoises the first two for the duration of a block in
+which the graph and its signature do not change -- the partitioner's ``partition`` (it only tags
+nodes) and memory planning's ``run`` (it only reads them; :func:`._planning.memory_planning_pass`)
+-- keyed by the object asked about, and forgets them when the block ends
+(:func:`signature_maps_once` is the name-map half, also used with a version key while partitions
+are cut out). :func:`serialisation_lookups` applies it to the read-only steps of ``to_executorch``
+and answers the delegate calls from their traced outputs. The values are the ones ExecuTorch
+would compute (``tests/export/test_fuse.py`` compares the ``.pte`` bytes with ExecuTorch's own
+lowering and serialisation).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frozen_lookups", "no_stack_traces", "serialisation_lookups", "signature_maps_once"]
+__all__ = ["frozen_lookups", "serialisation_lookups", "signature_maps_once"]
 
 _SIGNATURE_MAPS = ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants", "buffers_to_mutate")
 _GEMM_CONFIGS = "executorch.backends.xnnpack.partition.config.gemm_configs"
@@ -100,18 +105,15 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
     """Within the block (``to_executorch`` of ``edge``, an ``EdgeProgramManager``), what its
     passes recompute per delegate or per placeholder is computed once:
 
-    * each XNNPACK delegate's program unlifted once. Every interpreting pass (spec propagation,
-      dim-order legalisation, ...) runs each ``executorch_call_delegate`` on fake tensors through
-      ``lowered_module.original_module.module()``, which unlifts the delegate's program into a new
-      ``GraphModule`` (graph copy and code generation) each time: 16 s of the full
-      ``smolvlm-256m`` LoRA export (py-spy). The delegates' programs do not change after
-      lowering, and running the unlifted module does not change it.
-    * what a delegate returns on fake tensors is known without running it: its program's
-      outputs were traced when it was lowered (each output node's ``val``: shape, strides,
-      dtype, device), so under a fake-tensor mode ``executorch_call_delegate`` returns new fake
-      tensors of those properties in the program's output structure (:func:`_delegate_outputs`)
-      instead of unlifting and interpreting the delegate -- 19 s of the full export after the
-      unlift memo above; a delegate whose program has another kind of output runs as before.
+    * what a delegate returns on fake tensors is known without running it. Every interpreting
+      pass (spec propagation, dim-order legalisation, ...) runs each ``executorch_call_delegate``
+      through ``lowered_module.original_module.module()``, which unlifts the delegate's program
+      into a new ``GraphModule`` (graph copy and code generation) and interprets it: 28 s of the
+      full ``smolvlm-256m`` LoRA export (py-spy). But its program's outputs were traced when it
+      was lowered (each output node's ``val``: shape, strides, dtype, device), so under a
+      fake-tensor mode the call returns new fake tensors of those properties in the program's
+      output structure (:func:`_delegate_outputs`); a delegate whose program has another kind of
+      output runs as before.
     * the graph signature's name maps (:func:`frozen_lookups`) while spec propagation marks the
       constant placeholders (``SpecPropPass.update_placeholder_tensor_specs``, 10.5 s), while the
       trainable weights are tagged for the ``.ptd`` (``external_mutable_weights_pass``, which
@@ -125,24 +127,12 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
     from executorch.exir.lowered_backend_module import get_lowered_backend_modules
     from executorch.exir.passes import spec_prop_pass
     from executorch.exir.program import _program
-    from torch.export import ExportedProgram
 
     delegates = {
         id(lowered.original_module): lowered.original_module
         for name in edge.methods
         for lowered in get_lowered_backend_modules(edge.exported_program(name).graph_module)
     }
-    unlifted: dict[int, Any] = {}
-    upstream_module = ExportedProgram.module
-
-    @functools.wraps(upstream_module)
-    def module(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs or delegates.get(id(self)) is not self:
-            return upstream_module(self, *args, **kwargs)
-        if id(self) not in unlifted:
-            unlifted[id(self)] = upstream_module(self)
-        return unlifted[id(self)]
-
     kernels = sys.modules["torch._higher_order_ops.executorch_call_delegate"]
     upstream_run = kernels.call_delegate_cpu
     outputs: dict[int, Any] = {}
@@ -169,12 +159,10 @@ def serialisation_lookups(edge: Any) -> Iterator[None]:
         upstream = getattr(owner, name)
         reading[owner, name] = upstream
         setattr(owner, name, _within_frozen_lookups(upstream))
-    ExportedProgram.module = module
     kernels.call_delegate_cpu = run_delegate
     try:
         yield
     finally:
-        ExportedProgram.module = upstream_module
         kernels.call_delegate_cpu = upstream_run
         for (owner, name), upstream in reading.items():
             setattr(owner, name, upstream)
@@ -207,20 +195,3 @@ def _within_frozen_lookups(function: Any) -> Any:
             return function(*args, **kwargs)
 
     return wrapped
-
-
-@contextlib.contextmanager
-def no_stack_traces() -> Iterator[None]:
-    """Within the block, tracing records no Python stack trace per graph node
-    (``torch.fx.config.do_not_emit_stack_traces``). Each one is a ``CapturedTraceback`` of the
-    tracer's own stack, 16.8 s of the full ``smolvlm-256m`` LoRA export (capture, joint graph and
-    the edge dialect's retraces); the ``.pte`` does not hold them (ExecuTorch emits stack traces
-    only with ``emit_stacktrace``, off), so they only served error messages about nodes."""
-    import torch.fx.config
-
-    before = torch.fx.config.do_not_emit_stack_traces
-    torch.fx.config.do_not_emit_stack_traces = True
-    try:
-        yield
-    finally:
-        torch.fx.config.do_not_emit_stack_traces = before

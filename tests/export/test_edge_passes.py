@@ -113,12 +113,10 @@ def test_frozen_lookups_memoise_within_the_block_and_restore_after():
     assert gemm_configs.get_source_partitions is partitions_before
 
 
-def test_serialisation_unlifts_each_delegate_once_and_restores_after(lora_model):
-    """Inside the block each delegate's program unlifts to one module, read again on every call;
-    other programs, and every program after the block, unlift afresh."""
-    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+def test_serialisation_answers_delegates_as_running_them_and_restores_after(lora_model):
+    """On fake tensors each delegate call returns what running the delegate returns (structure,
+    shapes, strides, dtypes), without running it; the replaced names are back after the block."""
     from executorch.exir.passes.spec_prop_pass import SpecPropPass
-    from torch.export import ExportedProgram
 
     from mobile_peft.export import _lookups, pte
 
@@ -127,15 +125,11 @@ def test_serialisation_unlifts_each_delegate_once_and_restores_after(lora_model)
     joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
     edge = pte.lower({"forward": joint})
     top = edge.exported_program("forward")
-    delegate = get_lowered_backend_modules(top.graph_module)[0].original_module
-    methods_before = (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs)
+    spec_prop_before = SpecPropPass.update_placeholder_tensor_specs
     with _lookups.serialisation_lookups(edge):
-        assert delegate.module() is delegate.module()
-        assert top.module() is not top.module()
-    assert delegate.module() is not delegate.module()
-    assert (ExportedProgram.module, SpecPropPass.update_placeholder_tensor_specs) == methods_before
+        assert SpecPropPass.update_placeholder_tensor_specs is not spec_prop_before
+    assert SpecPropPass.update_placeholder_tensor_specs is spec_prop_before
 
-    # on fake tensors each delegate returns what running it returns, without running it
     import sys
 
     from torch._subclasses.fake_tensor import FakeTensorMode

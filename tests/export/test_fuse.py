@@ -13,7 +13,7 @@ import torch
 from torch.fx import Graph, GraphModule
 from torch.fx.passes.tools_common import legalize_graph
 
-from mobile_peft.export import _fuse, _lookups
+from mobile_peft.export import _fuse
 from mobile_peft.export.formats import _io
 from mobile_peft.export.wrappers import TrainingWrapper
 
@@ -138,7 +138,7 @@ def test_fast_fusion_writes_the_same_program(lora_model, tmp_path, monkeypatch):
     inputs, _, _ = _io(model, BATCH, 0, with_weights=True)
     digests = {}
     for fast in (True, False):
-        with _lookups.no_stack_traces() if fast else contextlib.nullcontext():
+        with pte.no_stack_traces() if fast else contextlib.nullcontext():
             joint = pte.joint_graph(pte.capture(TrainingWrapper(model), inputs))
             edge = pte.lower({"forward": joint}, fast=fast, keep_order=False)
             program, data = pte.serialise(edge, tmp_path / str(fast), fast=fast)
